@@ -1,0 +1,418 @@
+"""Loading and validating the YAML configuration; the only reader of ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "failover.yml"
+DEFAULT_DB_URL = "sqlite:///failover-bot.db"
+
+Transport = Literal["ntlm", "kerberos", "credssp", "certificate", "basic"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlackSettings(_Strict):
+    channels: list[str] = Field(default_factory=list)
+    operators: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    approver_groups: list[str] = Field(default_factory=list)
+    destructive_approvals: int = Field(default=2, ge=1, le=5)
+    initiator_may_approve_destructive: bool = False
+    remind_after_minutes: float = Field(default=10, gt=0)
+    escalate_after_reminders: int = Field(default=3, ge=1)
+    wait_nudge_minutes: float = Field(default=30, gt=0)
+    post_interval_s: float = Field(default=1.0, ge=0)  # pacing of chat.postMessage per channel
+    group_cache_s: float = Field(default=300, ge=0)
+
+
+class WinRMDefaults(_Strict):
+    transport: Transport = "ntlm"
+    username_env: str = "FAILOVER_WINRM_USER"
+    password_env: str = "FAILOVER_WINRM_PASSWORD"
+    cert_pem: str | None = None  # transport: certificate
+    cert_key_pem: str | None = None
+    server_cert_validation: Literal["validate", "ignore"] = "validate"
+    ca_trust_path: str | None = None
+    message_encryption: Literal["auto", "always", "never"] = "auto"
+    operation_timeout_s: int = Field(default=20, ge=1)
+    read_timeout_s: int = Field(default=30, ge=2)
+    command_timeout_s: int = Field(default=120, ge=1)
+
+
+class WinRMOverride(_Strict):
+    url: str
+    transport: Transport | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+    cert_pem: str | None = None
+    cert_key_pem: str | None = None
+    server_cert_validation: Literal["validate", "ignore"] | None = None
+    ca_trust_path: str | None = None
+    message_encryption: Literal["auto", "always", "never"] | None = None
+    operation_timeout_s: int | None = Field(default=None, ge=1)
+    read_timeout_s: int | None = Field(default=None, ge=2)
+    command_timeout_s: int | None = Field(default=None, ge=1)
+
+
+class AccountServerPaths(_Strict):
+    service: str = "Attix5ProAccountServer"
+    settings: str = r"AS_Service\Settings.xml"
+    task_queue: str = r"AS_Service\TaskQueue"
+
+
+class StorageServerPaths(_Strict):
+    service: str = "Attix5ProStorageServer"
+    settings: str = r"SS_Service\Settings.xml"
+
+
+class RedstorSettings(_Strict):
+    data_root: str = r"C:\ProgramData\Attix5 Pro"
+    account_server: AccountServerPaths = Field(default_factory=AccountServerPaths)
+    storage_server: StorageServerPaths = Field(default_factory=StorageServerPaths)
+
+
+class DbColumns(_Strict):
+    guid: str = "ServerGUID"
+    ip: str = "IP"
+    online: str = "OnLine"
+    role: str = "Role"
+
+
+class StoragePlatformDbSettings(_Strict):
+    odbc_env: str = "FAILOVER_ODBC"
+    table: str = "BackupServer"
+    columns: DbColumns = Field(default_factory=DbColumns)
+    slave_account_server_role: str = "SlaveAccountServer"
+
+
+class HostModel(_Strict):
+    name: str = Field(min_length=1)
+    address: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    winrm: str | WinRMOverride
+    agent_dns_name: str | None = None
+
+
+class StorageHostModel(HostModel):
+    mirror: str | None = None
+
+
+class SiteModel(_Strict):
+    partner: str
+    account_server: HostModel
+    storage_servers: list[StorageHostModel] = Field(default_factory=list)
+
+
+class ConfigModel(_Strict):
+    platform: str = Field(min_length=1)
+    primary_site: str
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    winrm: WinRMDefaults = Field(default_factory=WinRMDefaults)
+    redstor: RedstorSettings = Field(default_factory=RedstorSettings)
+    storage_platform_db: StoragePlatformDbSettings = Field(default_factory=StoragePlatformDbSettings)
+    sites: dict[str, SiteModel]
+
+    @field_validator("sites")
+    @classmethod
+    def _two_sites(cls, sites: dict[str, SiteModel]) -> dict[str, SiteModel]:
+        if len(sites) < 2:
+            raise ValueError("needs at least two sites (a site and its partner)")
+        return sites
+
+
+# --------------------------------------------------------------------------- resolved view
+
+
+@dataclass(frozen=True)
+class WinRMEndpoint:
+    """Everything needed to open a WinRM connection to one host (secrets by env var name)."""
+
+    url: str
+    transport: str
+    username_env: str
+    password_env: str
+    cert_pem: str | None
+    cert_key_pem: str | None
+    server_cert_validation: str
+    ca_trust_path: str | None
+    message_encryption: str
+    operation_timeout_s: int
+    read_timeout_s: int
+    command_timeout_s: int
+
+
+@dataclass(frozen=True)
+class Host:
+    """One Windows server of the platform."""
+
+    name: str
+    site: str
+    role: Literal["account_server", "storage_server"]
+    address: str
+    port: int
+    winrm: WinRMEndpoint
+    mirror: str | None = None  # StorageServers: the partner site's MirrorServer name
+    agent_dns_name: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """address:port as the Console shows it."""
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    partner: str
+    account_server: Host
+    storage_servers: tuple[Host, ...]
+
+    def storage_server(self, name: str) -> Host:
+        for ss in self.storage_servers:
+            if ss.name == name:
+                return ss
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; hosts resolved with their WinRM defaults applied."""
+
+    path: str
+    model: ConfigModel
+    sites: Mapping[str, Site]
+
+    @property
+    def platform(self) -> str:
+        return self.model.platform
+
+    @property
+    def primary_site(self) -> str:
+        return self.model.primary_site
+
+    @property
+    def slack(self) -> SlackSettings:
+        return self.model.slack
+
+    @property
+    def redstor(self) -> RedstorSettings:
+        return self.model.redstor
+
+    @property
+    def db(self) -> StoragePlatformDbSettings:
+        return self.model.storage_platform_db
+
+    def site(self, name: str) -> Site:
+        """The site called ``name``; a UserError naming the known sites otherwise."""
+        from bot.errors import UsageError
+
+        try:
+            return self.sites[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sites))
+            raise UsageError(f"unknown site {name!r} (this platform has: {known})") from None
+
+    def hosts(self) -> list[Host]:
+        out: list[Host] = []
+        for site in self.sites.values():
+            out.append(site.account_server)
+            out.extend(site.storage_servers)
+        return out
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts():
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def windows_path(self, relative: str) -> str:
+        """A path under the Redstor data root, as Windows spells it."""
+        root = self.redstor.data_root.rstrip("\\")
+        return f"{root}\\{relative.lstrip(chr(92))}"
+
+    def required_env(self, *, slack: bool = False, winrm: bool = False, odbc: bool = False) -> list[str]:
+        """Names of environment variables a command needs, in a stable order."""
+        names: list[str] = []
+        if slack and not os.environ.get("SLACK_APP_TOKEN"):
+            names += ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"]
+        elif slack:
+            names += ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"]
+        if winrm:
+            for h in self.hosts():
+                if h.winrm.transport in ("certificate", "kerberos"):
+                    continue
+                for n in (h.winrm.username_env, h.winrm.password_env):
+                    if n not in names:
+                        names.append(n)
+        if odbc:
+            names.append(self.db.odbc_env)
+        return names
+
+    def check_env(self, *, slack: bool = False, winrm: bool = False, odbc: bool = False) -> None:
+        """Raise ConfigError naming every missing environment variable the command needs."""
+        missing = [n for n in self.required_env(slack=slack, winrm=winrm, odbc=odbc) if not os.environ.get(n)]
+        if missing:
+            raise ConfigError(self.path, "environment", "missing environment variable(s): " + ", ".join(missing))
+
+
+def secret(name: str) -> str:
+    """The value of the environment variable ``name`` (a secret); empty string when unset."""
+    return os.environ.get(name, "")
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """A non-secret environment setting."""
+    return os.environ.get(name, default)
+
+
+def db_url() -> str:
+    return os.environ.get("FAILOVER_DB_URL") or DEFAULT_DB_URL
+
+
+def config_path(cli_value: str | None) -> str:
+    return cli_value or os.environ.get("FAILOVER_CONFIG") or DEFAULT_CONFIG_FILE
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "WinRMOverride") or str(part).startswith(("function-", "literal[")):
+            continue  # pydantic's union-branch markers, not fields
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _first_error(path: str, exc: ValidationError) -> ConfigError:
+    errors = exc.errors()
+    # For a union (winrm: URL | mapping) prefer the branch the user evidently meant.
+    err = errors[0]
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            err = e
+            break
+    field = _loc(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return ConfigError(path, field, "unknown field")
+    if err["type"] == "missing":
+        return ConfigError(path, field, "required field is missing")
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return ConfigError(path, field, f"{msg} (got {err.get('input')!r})")
+
+
+def _check_url(path: str, field: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(path, field, f"not a WinRM URL (want http(s)://host:port/wsman): {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(path, field, f"bad port in URL {url!r}") from None
+
+
+def _endpoint(defaults: WinRMDefaults, raw: str | WinRMOverride) -> WinRMEndpoint:
+    values = defaults.model_dump()
+    if isinstance(raw, str):
+        values["url"] = raw
+    else:
+        values.update({k: v for k, v in raw.model_dump().items() if v is not None})
+    return WinRMEndpoint(**values)
+
+
+def _resolve(path: str, model: ConfigModel) -> Config:
+    if model.primary_site not in model.sites:
+        raise ConfigError(path, "primary_site", f"names no site (have: {', '.join(model.sites)})")
+    seen_hosts: dict[str, str] = {}
+    sites: dict[str, Site] = {}
+    for sname, s in model.sites.items():
+        base = f"sites.{sname}"
+        if s.partner == sname:
+            raise ConfigError(path, f"{base}.partner", "a site cannot be its own partner")
+        if s.partner not in model.sites:
+            raise ConfigError(path, f"{base}.partner", f"names no site {s.partner!r} (have: {', '.join(model.sites)})")
+        if model.sites[s.partner].partner != sname:
+            raise ConfigError(path, f"{base}.partner", f"{s.partner!r} does not name {sname!r} as its partner")
+        entries: list[tuple[str, HostModel, str]] = [(f"{base}.account_server", s.account_server, "account_server")]
+        entries += [(f"{base}.storage_servers[{i}]", ss, "storage_server") for i, ss in enumerate(s.storage_servers)]
+        resolved: list[Host] = []
+        for field, h, role in entries:
+            if h.name in seen_hosts:
+                raise ConfigError(path, f"{field}.name", f"duplicate host name {h.name!r} (also at {seen_hosts[h.name]})")
+            seen_hosts[h.name] = field
+            url = h.winrm if isinstance(h.winrm, str) else h.winrm.url
+            _check_url(path, f"{field}.winrm" + ("" if isinstance(h.winrm, str) else ".url"), url)
+            ep = _endpoint(model.winrm, h.winrm)
+            if ep.operation_timeout_s >= ep.read_timeout_s:
+                raise ConfigError(path, f"{field}.winrm", "operation_timeout_s must be below read_timeout_s")
+            mirror = getattr(h, "mirror", None)
+            resolved.append(
+                Host(
+                    name=h.name,
+                    site=sname,
+                    role=role,  # type: ignore[arg-type]
+                    address=h.address,
+                    port=h.port,
+                    winrm=ep,
+                    mirror=mirror,
+                    agent_dns_name=h.agent_dns_name,
+                )
+            )
+        sites[sname] = Site(sname, s.partner, resolved[0], tuple(resolved[1:]))
+    # mirrors must name a StorageServer of the partner site
+    for sname, site in sites.items():
+        partner = sites[site.partner]
+        names = [ss.name for ss in partner.storage_servers]
+        for i, ss in enumerate(site.storage_servers):
+            if ss.mirror is not None and ss.mirror not in names:
+                raise ConfigError(
+                    path,
+                    f"sites.{sname}.storage_servers[{i}].mirror",
+                    f"names no StorageServer of {site.partner} (have: {', '.join(names) or 'none'})",
+                )
+    if model.winrm.operation_timeout_s >= model.winrm.read_timeout_s:
+        raise ConfigError(path, "winrm.operation_timeout_s", "must be below read_timeout_s")
+    return Config(path=path, model=model, sites=sites)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load, validate and resolve the configuration at ``path``; ConfigError on any problem."""
+    p = str(path)
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(p, "", "configuration file not found (use --config or FAILOVER_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(p, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(p, "", "must be a YAML mapping at the top level")
+    try:
+        model = ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(p, exc) from None
+    return _resolve(p, model)
