@@ -357,7 +357,9 @@ def _resolve(path: str, model: ConfigModel) -> Config:
         resolved: list[Host] = []
         for field, h, role in entries:
             if h.name in seen_hosts:
-                raise ConfigError(path, f"{field}.name", f"duplicate host name {h.name!r} (also at {seen_hosts[h.name]})")
+                raise ConfigError(
+                    path, f"{field}.name", f"duplicate host name {h.name!r} (also at {seen_hosts[h.name]})"
+                )
             seen_hosts[h.name] = field
             url = h.winrm if isinstance(h.winrm, str) else h.winrm.url
             _check_url(path, f"{field}.winrm" + ("" if isinstance(h.winrm, str) else ".url"), url)

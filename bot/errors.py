@@ -1,17 +1,17 @@
 """The failover-bot exception hierarchy, split by who has to act on the error.
 
-    FailoverBotError
-    ├── UserError                 the person asked for something wrong; shown to them, exit 2
-    │   ├── ConfigError           the configuration file (names file, field path, what is wrong)
-    │   ├── UsageError            malformed command or arguments
-    │   ├── PermissionDenied      the person lacks the role for this command or button
-    │   └── StateConflict         the run or step is not in a state that allows this (stale click)
-    └── ExecutionError            acting on the platform failed; the step fails with this message
-        ├── HostUnreachable       connection refused / DNS / TLS / HTTP transport failure
-        ├── AuthenticationFailed  WinRM credentials rejected (HTTP 401)
-        ├── OperationTimedOut     a remote operation passed its deadline
-        ├── RemoteOperationFailed the operation ran and reported failure (PowerShell's message)
-        └── DatabaseOperationFailed  the StoragePlatform database refused or did not match
+FailoverBotError
+├── UserError                 the person asked for something wrong; shown to them, exit 2
+│   ├── ConfigError           the configuration file (names file, field path, what is wrong)
+│   ├── UsageError            malformed command or arguments
+│   ├── PermissionDenied      the person lacks the role for this command or button
+│   └── StateConflict         the run or step is not in a state that allows this (stale click)
+└── ExecutionError            acting on the platform failed; the step fails with this message
+    ├── HostUnreachable       connection refused / DNS / TLS / HTTP transport failure
+    ├── AuthenticationFailed  WinRM credentials rejected (HTTP 401)
+    ├── OperationTimedOut     a remote operation passed its deadline
+    ├── RemoteOperationFailed the operation ran and reported failure (PowerShell's message)
+    └── DatabaseOperationFailed  the StoragePlatform database refused or did not match
 """
 
 from __future__ import annotations

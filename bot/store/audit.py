@@ -1,0 +1,155 @@
+"""The append-only audit log: a hash chain per run, with secrets masked before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.store.db import Store, as_utc, utcnow
+from bot.store.models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+_SECRET_KEYS = re.compile(r"(password|passwd|pwd|token|secret|otp|content_b64|connection_string)", re.I)
+_GUID = re.compile(r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-([0-9a-fA-F]{12})\}?")
+
+
+def mask_guids(text: str) -> str:
+    """ServerGuids appear only masked: their last 12 characters."""
+    return _GUID.sub(lambda m: "********-****-****-****-" + m.group(1).lower(), text)
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` with secret-looking fields removed and GUIDs masked."""
+    if isinstance(value, Mapping):
+        return {k: ("***" if _SECRET_KEYS.search(str(k)) else scrub(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return mask_guids(value)
+    return value
+
+
+def canonical(detail: Mapping[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(
+    prev_hash: str, seq: int, at: datetime, actor: str, event: str, step_id: str | None, target: str | None, detail: str
+) -> str:
+    body = json.dumps(
+        [prev_hash, seq, as_utc(at).isoformat(), actor, event, step_id or "", target or "", detail],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def append(
+    session: Session,
+    run_id: str,
+    actor: str,
+    event: str,
+    *,
+    step_id: str | None = None,
+    target: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Add one event at the end of ``run_id``'s chain, inside the caller's transaction.
+
+    The unique ``(run_id, seq)`` makes a concurrent writer that read the same tail fail on
+    commit instead of forking the chain; ``record`` retries such a loser.
+    """
+    last = session.execute(
+        sa.select(AuditEvent.seq, AuditEvent.hash)
+        .where(AuditEvent.run_id == run_id)
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    at = utcnow()
+    text = canonical(scrub(dict(detail or {})))
+    row = AuditEvent(
+        run_id=run_id,
+        seq=seq,
+        at=at,
+        actor=actor,
+        event=event,
+        step_id=step_id,
+        target=target,
+        detail=text,
+        prev_hash=prev,
+        hash=_digest(prev, seq, at, actor, event, step_id, target, text),
+    )
+    session.add(row)
+    # Compare-and-set on the chain head: of two writers that read the same tail, one loses here.
+    if seq == 1:
+        session.add(AuditHead(run_id=run_id, seq=seq, hash=row.hash))
+    else:
+        moved = session.execute(
+            sa.update(AuditHead)
+            .where(AuditHead.run_id == run_id, AuditHead.seq == seq - 1)
+            .values(seq=seq, hash=row.hash)
+        ).rowcount
+        if moved != 1:
+            raise IntegrityError("audit head moved", None, Exception("concurrent audit append"))
+    session.flush()
+    return row
+
+
+def record(store: Store, run_id: str, actor: str, event: str, **kwargs: Any) -> None:
+    """Append one event in its own transaction, retrying when another writer took the same seq."""
+    for attempt in range(20):
+        try:
+            with store.session() as session:
+                append(session, run_id, actor, event, **kwargs)
+            return
+        except IntegrityError:
+            if attempt == 19:
+                raise
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    intact: bool
+    problems: tuple[str, ...]
+
+
+def verify(events: list[AuditEvent], head: AuditHead | None = None) -> ChainCheck:
+    """Check the chain of one run's events (ordered by seq): every link, every hash, and the head."""
+    problems: list[str] = []
+    prev = GENESIS
+    expected_seq = 1
+    for ev in events:
+        if ev.seq != expected_seq:
+            problems.append(f"event #{expected_seq} is missing or out of order (found #{ev.seq})")
+            expected_seq = ev.seq
+        if ev.prev_hash != prev:
+            problems.append(f"event #{ev.seq} does not follow the event before it (chain broken)")
+        digest = _digest(ev.prev_hash, ev.seq, ev.at, ev.actor, ev.event, ev.step_id, ev.target, ev.detail)
+        if digest != ev.hash:
+            problems.append(f"event #{ev.seq} ({ev.event}) was altered after it was written")
+        prev = ev.hash
+        expected_seq += 1
+    if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
+        problems.append(f"the log ends at event #{expected_seq - 1} but #{head.seq} was written (events removed)")
+    return ChainCheck(intact=not problems, problems=tuple(problems))
+
+
+def check_run(session: Session, run_id: str) -> ChainCheck:
+    return verify(events_of(session, run_id), session.get(AuditHead, run_id))
+
+
+def events_of(session: Session, run_id: str) -> list[AuditEvent]:
+    return list(
+        session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.run_id == run_id).order_by(AuditEvent.seq, AuditEvent.id)
+        )
+    )
