@@ -1,0 +1,486 @@
+"""The StoragePlatform database's BackupServer table over ODBC: its shape, and the Slave AccountServer row."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pyodbc
+
+from bot.config import StoragePlatformDbSettings, secret
+from bot.errors import DatabaseOperationFailed
+
+DEFAULT_TIMEOUT_S = 15.0
+
+# A configured table or column name must look like a plain SQL identifier before it is ever quoted into SQL.
+_PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$#@ -]{0,127}$")
+# Connection-string keys whose values are secrets on their own (beyond the whole string).
+_SECRET_KEYS = frozenset({"pwd", "password", "accesstoken", "access_token", "token", "secret", "clientsecret"})
+_BOOLEAN_TYPES = frozenset({"bit", "bool", "boolean"})
+_TRUE_TEXT = frozenset({"1", "-1", "t", "true", "y", "yes", "on"})
+_FALSE_TEXT = frozenset({"0", "f", "false", "n", "no", "off", ""})
+_COLUMN_KEYS = ("guid", "ip", "online", "role")
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class BackupServerRow:
+    """One row of the BackupServer table, its four known columns normalised, every column kept in ``raw``."""
+
+    guid: str
+    ip: str
+    online: bool
+    role: str
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """What ``point_slave_row_at`` found and did: ``matched`` False means nothing was touched (KB line 33's else)."""
+
+    matched: bool
+    before: BackupServerRow
+    after: BackupServerRow | None
+    changed: bool
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    """Read-only findings about the configured table and columns, for preflight."""
+
+    table: str
+    table_found: bool
+    found_as: str | None = None
+    columns: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    online_type: str | None = None
+    slave_rows: int | None = None
+    role: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.table_found and not self.missing
+
+    def problems(self) -> list[str]:
+        """Human-readable problems; empty when the table and every configured column exist."""
+        if not self.table_found:
+            return [f"table {self.table} not found"]
+        return [f"column {name} not found in {self.table} (has: {', '.join(self.columns)})" for name in self.missing]
+
+    def summary(self) -> str:
+        """One line for the preflight report."""
+        if not self.ok:
+            return "; ".join(self.problems())
+        rows = "" if self.slave_rows is None else f"; {self.slave_rows} row(s) with role {self.role}"
+        return f"table {self.found_as} has the configured columns (OnLine type {self.online_type or 'unknown'}){rows}"
+
+
+def normalise_guid(value: object) -> str:
+    """A GUID for comparison: text, trimmed, braces removed, lower case."""
+    text = "" if value is None else str(value).strip()
+    return text.removeprefix("{").removesuffix("}").strip().lower()
+
+
+def same_guid(a: object, b: object) -> bool:
+    """GUIDs compared case-insensitively with braces removed (empty never matches)."""
+    na, nb = normalise_guid(a), normalise_guid(b)
+    return bool(na) and na == nb
+
+
+def online_flag(value: object) -> bool:
+    """An OnLine value as any driver returns it (bit True/False, psqlODBC '1'/'0', SQLite 0/1, 't'/'f') as a bool."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal):
+        return value != 0
+    if isinstance(value, bytes | bytearray) and len(value) == 1:
+        return value[0] != 0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE_TEXT:
+            return True
+        if text in _FALSE_TEXT:
+            return False
+    raise DatabaseOperationFailed(f"OnLine value {value!r} is not a boolean this bot understands")
+
+
+def mask_guid(guid: str) -> str:
+    """A GUID shortened to its last 12 characters (the one-time password is its first eight)."""
+    text = guid.strip().removeprefix("{").removesuffix("}")
+    return text if len(text) <= 12 else "…" + text[-12:]
+
+
+def mask_connection_string(text: str, connection_string: str) -> str:
+    """``text`` with the connection string, and any password-like value in it, replaced by ***."""
+    if connection_string:
+        text = text.replace(connection_string, "***")
+    for part in connection_string.split(";"):
+        key, sep, value = part.partition("=")
+        value = value.strip().removeprefix("{").removesuffix("}")
+        if sep and key.strip().lower() in _SECRET_KEYS and value:
+            text = text.replace(value, "***")
+    return text
+
+
+def row_preview(before: BackupServerRow, after: BackupServerRow | None) -> str:
+    """A small text table of the Slave AccountServer row before and after, GUIDs masked, changed values starred."""
+    labels = ("ServerGUID", "IP", "OnLine", "Role")
+
+    def cells(row: BackupServerRow) -> tuple[str, ...]:
+        return (mask_guid(row.guid), row.ip, "true" if row.online else "false", row.role)
+
+    old = cells(before)
+    lines: list[tuple[str, ...]] = [("column", "before") + (("after",) if after is not None else ())]
+    new = cells(after) if after is not None else None
+    for i, label in enumerate(labels):
+        if new is None:
+            lines.append((label, old[i]))
+        else:
+            lines.append((label if old[i] == new[i] else f"{label} *", old[i], new[i]))
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(line)).rstrip() for line in lines)
+
+
+# --------------------------------------------------------------------------- the table as found
+
+
+def _plain(name: str, what: str) -> str:
+    if not _PLAIN_IDENTIFIER.match(name):
+        raise DatabaseOperationFailed(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _ $ # @ -)")
+    return name
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The configured table as the database spells it, with its columns (actual names) and their type names."""
+
+    schema: str | None
+    name: str
+    types: Mapping[str, str]  # actual column name -> lower-case type name ('' when unknown)
+
+    @property
+    def sql(self) -> str:
+        return (f"{_quote(self.schema)}." if self.schema else "") + _quote(self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    def column(self, configured: str) -> str | None:
+        """The actual name of a configured column, matched case-insensitively (exact case preferred)."""
+        if configured in self.types:
+            return configured
+        hits = [c for c in self.types if c.lower() == configured.lower()]
+        return hits[0] if len(hits) == 1 else None
+
+
+@dataclass(frozen=True)
+class _Columns:
+    guid: str
+    ip: str
+    online: str
+    role: str
+    online_is_boolean: bool
+
+
+# --------------------------------------------------------------------------- the database
+
+
+class StoragePlatformDb:
+    """The StoragePlatform database of the current Master AccountServer, reached through pyodbc.
+
+    Every public call opens its own connection (autocommit off) and closes it before returning.
+    """
+
+    def __init__(
+        self, settings: StoragePlatformDbSettings, connection_string: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        if not connection_string.strip():
+            raise DatabaseOperationFailed(
+                f"no ODBC connection string for the StoragePlatform database (set {settings.odbc_env})"
+            )
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.settings = settings
+        self._connection_string = connection_string
+        self.timeout_s = timeout_s
+        table = settings.table
+        schema, dot, name = table.rpartition(".")
+        self._schema = _plain(schema, "configured schema") if dot else None
+        self._table = _plain(name, "configured table")
+        for key in _COLUMN_KEYS:
+            _plain(getattr(settings.columns, key), "configured column")
+
+    @classmethod
+    def from_env(
+        cls, settings: StoragePlatformDbSettings, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> StoragePlatformDb:
+        """Built with the connection string held in the environment variable ``settings.odbc_env``."""
+        return cls(settings, secret(settings.odbc_env), timeout_s=timeout_s)
+
+    def __repr__(self) -> str:
+        return f"StoragePlatformDb(table={self.settings.table!r}, connection_string='***')"
+
+    # ----------------------------------------------------------------- public operations
+
+    def check_schema(self) -> SchemaReport:
+        """Read-only: does the configured table exist, with every configured column, and how many slave rows."""
+        configured = self.settings.table
+        with self._connection("cannot check the StoragePlatform database schema") as conn:
+            cur = conn.cursor()
+            table = self._find_table(conn, cur)
+            if table is None:
+                return SchemaReport(table=configured, table_found=False, role=self.settings.slave_account_server_role)
+            missing = tuple(
+                name for name in (getattr(self.settings.columns, k) for k in _COLUMN_KEYS) if table.column(name) is None
+            )
+            online = table.column(self.settings.columns.online)
+            role = table.column(self.settings.columns.role)
+            slave_rows: int | None = None
+            if role is not None:
+                cur.execute(
+                    f"SELECT COUNT(*) FROM {table.sql} WHERE {_quote(role)} = ?",
+                    self.settings.slave_account_server_role,
+                )
+                slave_rows = int(cur.fetchone()[0])
+            conn.rollback()
+            return SchemaReport(
+                table=configured,
+                table_found=True,
+                found_as=table.label,
+                columns=tuple(table.types),
+                missing=missing,
+                online_type=(table.types[online] or None) if online else None,
+                slave_rows=slave_rows,
+                role=self.settings.slave_account_server_role,
+            )
+
+    def slave_account_server_row(self) -> BackupServerRow:
+        """The one row whose role column is the configured Slave AccountServer role."""
+        with self._connection("cannot read the Slave AccountServer row") as conn:
+            cur = conn.cursor()
+            table, cols = self._require_columns(conn, cur)
+            row = self._the_slave_row(cur, table, cols)
+            conn.rollback()
+            return row
+
+    def slave_row_points_at(self, guid: str, ip: str) -> bool:
+        """Read-only probe of B4: the slave row has this GUID, this IP and OnLine true."""
+        row = self.slave_account_server_row()
+        return same_guid(row.guid, guid) and row.ip == ip.strip() and row.online
+
+    def point_slave_row_at(self, demoted_master_guid: str, new_ip: str) -> UpdateOutcome:
+        """KB line 33: if the Slave AccountServer row has the demoted Master's GUID, set its IP and OnLine true.
+
+        One transaction touching exactly one row; a GUID mismatch changes nothing (``matched`` False); a row
+        already in place changes nothing (``changed`` False).
+        """
+        ip = new_ip.strip()
+        if not ip or any(ch.isspace() for ch in ip):
+            raise DatabaseOperationFailed(f"not an address to write into the IP column: {new_ip!r}")
+        if not normalise_guid(demoted_master_guid):
+            raise DatabaseOperationFailed("the demoted Master AccountServer's ServerGUID is empty")
+        with self._connection("cannot update the Slave AccountServer row") as conn:
+            cur = conn.cursor()
+            table, cols = self._require_columns(conn, cur)
+            before = self._the_slave_row(cur, table, cols)
+            if not same_guid(before.guid, demoted_master_guid):
+                conn.rollback()
+                return UpdateOutcome(matched=False, before=before, after=None, changed=False)
+            if before.ip == ip and before.online:
+                conn.rollback()
+                return UpdateOutcome(matched=True, before=before, after=before, changed=False)
+            stored_guid = _pick(before.raw, cols.guid)
+            role = self.settings.slave_account_server_role
+            cur.execute(
+                f"UPDATE {table.sql} SET {_quote(cols.ip)} = ?, {_quote(cols.online)} = ? "
+                f"WHERE {_quote(cols.role)} = ? AND {_quote(cols.guid)} = ?",
+                ip,
+                True if cols.online_is_boolean else 1,
+                role,
+                stored_guid,
+            )
+            touched = cur.rowcount
+            if touched != 1:
+                conn.rollback()
+                raise DatabaseOperationFailed(
+                    f"the update of {table.label} would touch {touched} rows, not exactly one; rolled back"
+                )
+            rows = self._select(
+                cur, table, cols, f"{_quote(cols.role)} = ? AND {_quote(cols.guid)} = ?", role, stored_guid
+            )
+            if len(rows) != 1 or rows[0].ip != ip or not rows[0].online:
+                conn.rollback()
+                raise DatabaseOperationFailed(
+                    f"the updated {table.label} row does not read back as IP {ip} and OnLine true; rolled back"
+                )
+            conn.commit()
+            return UpdateOutcome(matched=True, before=before, after=rows[0], changed=True)
+
+    # ----------------------------------------------------------------- connection and errors
+
+    def _message(self, exc: pyodbc.Error) -> str:
+        """The driver's message with the connection string and its secrets masked; the exception is masked too."""
+        cs = self._connection_string
+        exc.args = tuple(mask_connection_string(a, cs) if isinstance(a, str) else a for a in exc.args)
+        text = exc.args[-1] if exc.args and isinstance(exc.args[-1], str) else str(exc)
+        return " ".join(text.split())
+
+    @contextmanager
+    def _connection(self, failing: str) -> Iterator[pyodbc.Connection]:
+        try:
+            conn = pyodbc.connect(self._connection_string, autocommit=False, timeout=max(1, math.ceil(self.timeout_s)))
+        except pyodbc.Error as exc:
+            raise DatabaseOperationFailed(
+                f"cannot connect to the StoragePlatform database: {self._message(exc)}"
+            ) from exc
+        try:
+            # Per-statement timeout; a driver that refuses SQL_ATTR_QUERY_TIMEOUT still has the login timeout.
+            with suppress(pyodbc.Error):
+                conn.timeout = max(1, math.ceil(self.timeout_s))
+            yield conn
+        except pyodbc.Error as exc:
+            self._rollback_quietly(conn)
+            raise DatabaseOperationFailed(f"{failing}: {self._message(exc)}") from exc
+        except BaseException:
+            self._rollback_quietly(conn)
+            raise
+        finally:
+            conn.close()
+
+    def _rollback_quietly(self, conn: pyodbc.Connection) -> None:
+        try:
+            conn.rollback()
+        except pyodbc.Error:
+            # The connection is already broken; closing it discards the transaction anyway.
+            return
+
+    # ----------------------------------------------------------------- schema discovery
+
+    def _catalog(self, cur: pyodbc.Cursor, schema: str | None, name: str) -> dict[tuple[str, str], dict[str, str]]:
+        """Columns per (schema, table) from SQLColumns, filtered to exact names (the arguments are LIKE patterns)."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for r in cur.columns(table=name, schema=schema):
+            if r.table_name != name or (schema is not None and (r.table_schem or "") != schema):
+                continue
+            found.setdefault((r.table_schem or "", r.table_name), {})[r.column_name] = (r.type_name or "").lower()
+        return found
+
+    def _find_table(self, conn: pyodbc.Connection, cur: pyodbc.Cursor) -> _Table | None:
+        """The configured table as the database spells it (case-insensitively), or None when it does not exist."""
+        schema, name = self._schema, self._table
+        try:
+            found = self._catalog(cur, schema, name)
+            if not found:
+                # Not under that exact spelling: look for it case-insensitively among all tables and views.
+                candidates = {
+                    (t.table_schem or "", t.table_name)
+                    for t in cur.tables()
+                    if (t.table_name or "").lower() == name.lower()
+                    and (schema is None or (t.table_schem or "").lower() == schema.lower())
+                }
+                for cand_schema, cand_name in sorted(candidates):
+                    found.update(self._catalog(cur, cand_schema or None, cand_name))
+        except pyodbc.Error:
+            # The catalog functions may be refused (permissions); fall back to the table itself below.
+            found = {}
+            self._rollback_quietly(conn)
+        if len(found) > 1:
+            exact = {k: v for k, v in found.items() if k[1] == name}
+            found = exact if len(exact) == 1 else found
+        if len(found) > 1:
+            where = ", ".join(f"{s}.{t}" if s else t for s, t in sorted(found))
+            raise DatabaseOperationFailed(
+                f"table {self.settings.table} is ambiguous (found {where}); configure it as schema.table"
+            )
+        if found:
+            (found_schema, found_name), types = next(iter(found.items()))
+            return _Table(found_schema or None, found_name, types)
+        return self._probe_table(conn, cur)
+
+    def _probe_table(self, conn: pyodbc.Connection, cur: pyodbc.Cursor) -> _Table | None:
+        """Fallback without catalog access: SELECT no rows and read the column names from the result."""
+        table = _Table(self._schema, self._table, {})
+        try:
+            cur.execute(f"SELECT * FROM {table.sql} WHERE 1=0")
+        except pyodbc.Error:
+            self._rollback_quietly(conn)
+            return None
+        types = {d[0]: ("bit" if d[1] is bool else "") for d in cur.description}
+        return _Table(self._schema, self._table, types)
+
+    def _require_columns(self, conn: pyodbc.Connection, cur: pyodbc.Cursor) -> tuple[_Table, _Columns]:
+        table = self._find_table(conn, cur)
+        if table is None:
+            raise DatabaseOperationFailed(f"table {self.settings.table} not found in the StoragePlatform database")
+        actual: dict[str, str] = {}
+        for key in _COLUMN_KEYS:
+            configured = getattr(self.settings.columns, key)
+            name = table.column(configured)
+            if name is None:
+                raise DatabaseOperationFailed(
+                    f"column {configured} not found in {table.label} (has: {', '.join(table.types)})"
+                )
+            actual[key] = _plain(name, "column")
+        online_type = table.types[actual["online"]]
+        return table, _Columns(**actual, online_is_boolean=online_type in _BOOLEAN_TYPES)
+
+    # ----------------------------------------------------------------- rows
+
+    def _select(
+        self, cur: pyodbc.Cursor, table: _Table, cols: _Columns, where: str, *params: Any
+    ) -> list[BackupServerRow]:
+        cur.execute(f"SELECT * FROM {table.sql} WHERE {where}", *params)
+        names = [d[0] for d in cur.description]
+        out: list[BackupServerRow] = []
+        for values in cur.fetchall():
+            raw = dict(zip(names, values, strict=True))
+            out.append(_to_row(raw, cols))
+        return out
+
+    def _the_slave_row(self, cur: pyodbc.Cursor, table: _Table, cols: _Columns) -> BackupServerRow:
+        role = self.settings.slave_account_server_role
+        rows = self._select(cur, table, cols, f"{_quote(cols.role)} = ?", role)
+        if len(rows) != 1:
+            found = "no row has" if not rows else f"{len(rows)} rows have"
+            raise DatabaseOperationFailed(
+                f"{found} {cols.role} = {role!r} in {table.label}; exactly one Slave AccountServer row is expected"
+                " (nothing was changed)"
+            )
+        return rows[0]
+
+
+def _pick(raw: Mapping[str, Any], name: str) -> Any:
+    if name in raw:
+        return raw[name]
+    for key, value in raw.items():
+        if key.lower() == name.lower():
+            return value
+    raise DatabaseOperationFailed(f"column {name} missing from the selected row (has: {', '.join(raw)})")
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _to_row(raw: Mapping[str, Any], cols: _Columns) -> BackupServerRow:
+    return BackupServerRow(
+        guid=_text(_pick(raw, cols.guid)),
+        ip=_text(_pick(raw, cols.ip)),
+        online=online_flag(_pick(raw, cols.online)),
+        role=_text(_pick(raw, cols.role)),
+        raw=dict(raw),
+    )
