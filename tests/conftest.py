@@ -25,3 +25,36 @@ def pg_url() -> str | None:
             pytest.fail("CI=true but FAILOVER_TEST_PG_URL is not set")
         pytest.skip("FAILOVER_TEST_PG_URL not set")
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A fresh, migrated Store on SQLite (a temp file) or PostgreSQL (a schema of its own)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from bot.store.db import Store, normalise_url
+
+    if request.param == "sqlite":
+        st = Store(f"sqlite:///{tmp_path / 'state.db'}")
+        yield st
+        st.dispose()
+        return
+    url = normalise_url(pg_url() or "")
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at FAILOVER_TEST_PG_URL is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    sep = "&" if "?" in url else "?"
+    st = Store(f"{url}{sep}options=-csearch_path%3D{schema}")
+    yield st
+    st.dispose()
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,13 +69,12 @@ def append(
     The unique ``(run_id, seq)`` makes a concurrent writer that read the same tail fail on
     commit instead of forking the chain; ``record`` retries such a loser.
     """
-    last = session.execute(
-        sa.select(AuditEvent.seq, AuditEvent.hash)
-        .where(AuditEvent.run_id == run_id)
-        .order_by(AuditEvent.seq.desc())
-        .limit(1)
-    ).first()
-    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    # Lock the chain head (FOR UPDATE on PostgreSQL; SQLite serialises writers anyway) so that
+    # concurrent writers queue instead of racing; the unique (run_id, seq) is the backstop.
+    head = session.execute(
+        sa.select(AuditHead).where(AuditHead.run_id == run_id).with_for_update()
+    ).scalar_one_or_none()
+    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
     at = utcnow()
     text = canonical(scrub(dict(detail or {})))
     row = AuditEvent(
@@ -114,6 +115,7 @@ def record(store: Store, run_id: str, actor: str, event: str, **kwargs: Any) -> 
         except IntegrityError:
             if attempt == 19:
                 raise
+            time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
 
 
 @dataclass(frozen=True)
