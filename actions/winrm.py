@@ -1,0 +1,387 @@
+"""The WinRM executor: one reused shell per host, operations sent as templates over stdin, errors translated."""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import requests
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from winrm.protocol import Protocol
+from winrm.transport import Transport
+
+from actions import protocol
+from bot.config import Host, secret
+from bot.errors import (
+    AuthenticationFailed,
+    ExecutionError,
+    HostUnreachable,
+    OperationTimedOut,
+    RemoteOperationFailed,
+)
+
+log = logging.getLogger(__name__)
+
+# WS-Man faults after which a fresh shell helps: the shell is gone (idle timeout, service restart,
+# reboot) or the per-user shell/command quota is exhausted.
+SHELL_NOT_FOUND = 2150858843
+QUOTA_EXCEEDED = 2150859174
+RESET_FAULTS = frozenset({SHELL_NOT_FOUND, QUOTA_EXCEEDED})
+
+
+# --------------------------------------------------------------------------- request counting
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """One HTTP request sent to a host: its WS-Man action (None when encrypted) and new TCP connections."""
+
+    host: str
+    action: str | None
+    new_connections: int
+
+
+RequestHook = Callable[[RequestEvent], None]
+
+
+@dataclass
+class RequestCounter:
+    """A request hook that tallies HTTP requests, TCP connections and WS-Man actions (thread-safe)."""
+
+    requests: int = 0
+    connections: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, event: RequestEvent) -> None:
+        with self._lock:
+            self.requests += 1
+            self.connections += event.new_connections
+            self.actions[event.action or "?"] += 1
+
+
+_ACTION = re.compile(rb"<a:Action[^>]*>[^<]*/([A-Za-z]+)</a:Action>")
+
+
+def _pool_connections(adapter: requests.adapters.BaseAdapter) -> int:
+    pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+    if pools is None:
+        return 0
+    total = 0
+    for key in pools.keys():
+        pool = pools.get(key)
+        total += getattr(pool, "num_connections", 0)
+    return total
+
+
+def _count_session(session: requests.Session, host: str, hook: RequestHook) -> None:
+    for adapter in session.adapters.values():
+        send = adapter.send
+
+        def counted(
+            request: requests.PreparedRequest, *args: Any, _send: Any = send, _adapter: Any = adapter, **kwargs: Any
+        ) -> requests.Response:
+            before = _pool_connections(_adapter)
+            try:
+                return _send(request, *args, **kwargs)
+            finally:
+                body = request.body if isinstance(request.body, bytes) else b""
+                match = _ACTION.search(body)
+                hook(
+                    RequestEvent(
+                        host, match.group(1).decode() if match else None, max(0, _pool_connections(_adapter) - before)
+                    )
+                )
+
+        adapter.send = counted  # type: ignore[method-assign]
+
+
+def count_requests(transport: Transport, host: str, hook: RequestHook) -> None:
+    """Report every HTTP request ``transport`` sends to ``hook`` (also for pywinrm's own Session).
+
+    The session is instrumented when pywinrm builds it, so the one context-setup request that NTLM or
+    Kerberos message encryption sends inside ``build_session`` is not seen.
+    """
+    build = transport.build_session
+
+    def build_session() -> requests.Session:
+        fresh = transport.session is None
+        session = build()
+        if fresh:
+            _count_session(session, host, hook)
+        return session
+
+    transport.build_session = build_session  # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- stderr
+
+
+_CLIXML_ERROR = re.compile(r'<S S="Error">(.*?)</S>', re.DOTALL)
+_XML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def clixml_to_text(stderr: bytes) -> str:
+    """The error text of PowerShell's stderr; CLIXML error records decoded, progress records dropped."""
+    text = stderr.decode("utf-8", errors="replace")
+    if "#< CLIXML" not in text:
+        return text.strip()
+    parts = [_XML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), html.unescape(s)) for s in _CLIXML_ERROR.findall(text)]
+    lines = [ln.rstrip() for ln in "".join(parts).replace("\r\n", "\n").split("\n")]
+    return "\n".join(ln for ln in lines if ln).strip()
+
+
+# --------------------------------------------------------------------------- the executor
+
+
+@dataclass
+class _Channel:
+    """The connection to one host: its Protocol, its open shell and the lock that serialises commands."""
+
+    protocol: Protocol
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    shell_id: str | None = None
+
+
+class _RetryInFreshShell(Exception):
+    """The shell was gone or over quota before the script was delivered."""
+
+
+def _transport_settings(host: Host) -> dict[str, Any]:
+    ep = host.winrm
+    username: str | None = None
+    password: str | None = None
+    if ep.transport != "certificate":
+        username = secret(ep.username_env) or None
+        password = secret(ep.password_env)
+        if username is None and ep.transport != "kerberos":
+            raise AuthenticationFailed(
+                f"no WinRM user name: environment variable {ep.username_env} is empty", host=host.name
+            )
+        if not password and ep.transport != "kerberos":
+            raise AuthenticationFailed(
+                f"no WinRM password: environment variable {ep.password_env} is empty", host=host.name
+            )
+    encryption = ep.message_encryption
+    if ep.transport == "basic" and ep.url.lower().startswith("http:") and encryption == "auto":
+        encryption = "never"  # Basic cannot encrypt messages; plain HTTP is for the loopback simulator only
+    return {
+        "endpoint": ep.url,
+        "transport": ep.transport,
+        "username": username,
+        "password": password or None,
+        "cert_pem": ep.cert_pem,
+        "cert_key_pem": ep.cert_key_pem,
+        "server_cert_validation": ep.server_cert_validation,
+        "ca_trust_path": ep.ca_trust_path,  # explicit, so REQUESTS_CA_BUNDLE is never picked up silently
+        "message_encryption": encryption,
+        "read_timeout_sec": ep.read_timeout_s,
+        "operation_timeout_sec": ep.operation_timeout_s,
+        "proxy": None,  # never an environment proxy
+    }
+
+
+def _translate(host: Host, doing: str, exc: BaseException) -> ExecutionError:
+    """Our error for a pywinrm/requests failure; never carries credentials."""
+    name = host.name
+    if isinstance(exc, ExecutionError):
+        return exc
+    if isinstance(exc, InvalidCredentialsError):
+        return AuthenticationFailed(f"{doing}: the host rejected the credentials ({exc})", host=name)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return HostUnreachable(f"{doing}: TLS failure talking to {host.winrm.url}", host=name)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return HostUnreachable(
+            f"{doing}: no answer from {host.winrm.url} within {host.winrm.read_timeout_s} s", host=name
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return HostUnreachable(f"{doing}: cannot connect to {host.winrm.url}", host=name)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return HostUnreachable(f"{doing}: HTTP failure talking to {host.winrm.url}: {type(exc).__name__}", host=name)
+    if isinstance(exc, WSManFaultError):
+        code = f" {exc.wsman_fault_code}" if exc.wsman_fault_code is not None else ""
+        return RemoteOperationFailed(f"{doing}: WinRM fault{code}: {(exc.reason or '').strip()}", host=name)
+    if isinstance(exc, WinRMTransportError):
+        return HostUnreachable(f"{doing}: HTTP {exc.code} from {host.winrm.url}", host=name)
+    if isinstance(exc, WinRMError):
+        return HostUnreachable(f"{doing}: {exc}", host=name)
+    return RemoteOperationFailed(f"{doing}: {type(exc).__name__}: {exc}", host=name)
+
+
+_CAUGHT = (WinRMError, WinRMTransportError, requests.exceptions.RequestException)
+
+
+class WinRMExecutor:
+    """Runs operations on Windows hosts over WinRM: one shell per host, one command at a time per host."""
+
+    def __init__(self, *, on_request: RequestHook | None = None) -> None:
+        self._on_request = on_request
+        self._channels: dict[str, _Channel] = {}
+        self._guard = threading.Lock()
+
+    def __enter__(self) -> WinRMExecutor:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, host: Host, op: str, data: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+        """Run operation ``op`` with ``data`` on ``host``; its result (``ok`` true) or one of our errors."""
+        script = protocol.render(op, data)
+        limit = float(timeout_s if timeout_s is not None else host.winrm.command_timeout_s)
+        deadline = time.monotonic() + limit
+        channel = self._channel(host)
+        if not channel.lock.acquire(timeout=limit):
+            raise OperationTimedOut(
+                f"{op}: timed out after {limit:g} s waiting for the previous operation", host=host.name
+            )
+        started = time.monotonic()
+        try:
+            try:
+                rc, stdout, stderr = self._run_script(host, channel, op, script, deadline, limit)
+            except _RetryInFreshShell:
+                log.info("%s: shell gone or over quota; opening a new one", host.name)
+                self._drop_shell(host, channel)
+                rc, stdout, stderr = self._run_script(host, channel, op, script, deadline, limit, retry=False)
+        finally:
+            channel.lock.release()
+        result = self._result(host, op, rc, stdout, stderr)
+        log.info("%s: %s ok in %.2f s", host.name, op, time.monotonic() - started)
+        return result
+
+    def close(self) -> None:
+        """Close every shell and HTTP session; safe to call twice."""
+        with self._guard:
+            channels = list(self._channels.items())
+            self._channels.clear()
+        for name, channel in channels:
+            acquired = channel.lock.acquire(timeout=channel.protocol.transport.read_timeout_sec or 30)
+            try:
+                if channel.shell_id is not None:
+                    try:
+                        channel.protocol.close_shell(channel.shell_id, close_session=False)
+                    except _CAUGHT as exc:
+                        log.warning("%s: could not close the shell: %s", name, type(exc).__name__)
+                channel.shell_id = None
+                channel.protocol.transport.close_session()
+            finally:
+                if acquired:
+                    channel.lock.release()
+
+    # ------------------------------------------------------------------ internals
+
+    def _channel(self, host: Host) -> _Channel:
+        with self._guard:
+            channel = self._channels.get(host.name)
+            if channel is None:
+                try:
+                    proto = Protocol(**_transport_settings(host))
+                except InvalidCredentialsError as exc:
+                    raise AuthenticationFailed(f"cannot authenticate: {exc}", host=host.name) from exc
+                except WinRMError as exc:
+                    raise HostUnreachable(f"cannot set up WinRM: {exc}", host=host.name) from exc
+                if self._on_request is not None:
+                    count_requests(proto.transport, host.name, self._on_request)
+                channel = self._channels[host.name] = _Channel(proto)
+            return channel
+
+    def _drop_shell(self, host: Host, channel: _Channel) -> None:
+        if channel.shell_id is None:
+            return
+        shell_id, channel.shell_id = channel.shell_id, None
+        try:
+            channel.protocol.close_shell(shell_id, close_session=False)
+        except _CAUGHT as exc:
+            log.info("%s: old shell not closed (%s)", host.name, type(exc).__name__)
+
+    def _run_script(
+        self, host: Host, channel: _Channel, op: str, script: str, deadline: float, limit: float, *, retry: bool = True
+    ) -> tuple[int, bytes, bytes]:
+        proto = channel.protocol
+        try:
+            if channel.shell_id is None:
+                channel.shell_id = proto.open_shell(codepage=65001, noprofile=True)
+            shell_id = channel.shell_id
+            command_id = proto.run_command(shell_id, protocol.POWERSHELL, protocol.powershell_arguments())
+        except WSManFaultError as exc:
+            if retry and exc.wsman_fault_code in RESET_FAULTS:
+                raise _RetryInFreshShell from exc
+            raise _translate(host, op, exc) from exc
+        except _CAUGHT as exc:
+            raise _translate(host, op, exc) from exc
+        try:
+            try:
+                # Bytes, not str: pywinrm would encode a str as codepage 437.
+                proto.send_command_input(shell_id, command_id, script.encode("utf-8"), end=True)
+            except WSManFaultError as exc:
+                if retry and exc.wsman_fault_code == SHELL_NOT_FOUND:
+                    raise _RetryInFreshShell from exc
+                raise
+            return self._receive(host, proto, shell_id, command_id, op, deadline, limit)
+        except _CAUGHT as exc:
+            raise _translate(host, op, exc) from exc
+        finally:
+            try:
+                proto.cleanup_command(shell_id, command_id)
+            except _CAUGHT as exc:
+                # The command may linger on the host: start the next operation in a fresh shell.
+                log.warning("%s: %s: terminate signal failed (%s)", host.name, op, type(exc).__name__)
+                channel.shell_id = None
+
+    def _receive(
+        self, host: Host, proto: Protocol, shell_id: str, command_id: str, op: str, deadline: float, limit: float
+    ) -> tuple[int, bytes, bytes]:
+        """Our own Receive loop: pywinrm's get_command_output would retry operation timeouts forever."""
+        configured = proto.operation_timeout_sec
+        stdout: list[bytes] = []
+        stderr: list[bytes] = []
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OperationTimedOut(f"{op}: timed out after {limit:g} s", host=host.name)
+                # The host holds a Receive open for OperationTimeout: never past our deadline.
+                proto.operation_timeout_sec = max(1, min(configured, math.ceil(remaining)))
+                try:
+                    out, err, rc, done = proto.get_command_output_raw(shell_id, command_id)
+                except WinRMOperationTimeoutError:
+                    continue
+                stdout.append(out)
+                stderr.append(err)
+                if done:
+                    return rc, b"".join(stdout), b"".join(stderr)
+        finally:
+            proto.operation_timeout_sec = configured
+
+    @staticmethod
+    def _result(host: Host, op: str, rc: int, stdout: bytes, stderr: bytes) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] | None = protocol.parse_result(stdout.decode("utf-8", errors="replace"))
+        except protocol.ProtocolError:
+            result = None
+        if result is not None and result.get("ok") is True and rc == 0:
+            return result
+        if result is not None and result.get("ok") is False and result.get("error"):
+            message = str(result["error"])
+        else:
+            message = clixml_to_text(stderr) or f"exited with code {rc} without a result"
+        raise RemoteOperationFailed(f"{op} failed: {message}", host=host.name)
