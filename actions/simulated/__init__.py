@@ -1,0 +1,8 @@
+"""The simulated Redstor platform: WinRM endpoints over files, services.json, faults.json and SQLite."""
+
+from __future__ import annotations
+
+from actions.simulated.oplog import read_operations
+from actions.simulated.platform import SimulatedPlatform, serve_forever
+
+__all__ = ["SimulatedPlatform", "read_operations", "serve_forever"]

@@ -1,0 +1,122 @@
+"""The HTTP side of a simulated host: POST /wsman with Basic authentication and injected faults."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from actions.simulated.host_state import HostState
+from actions.simulated.wsman import WSManService
+
+MAX_BODY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def accepts(self, authorization: str | None) -> bool:
+        if not authorization or not authorization.lower().startswith("basic "):
+            return False
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        username, _, password = decoded.partition(":")
+        # Windows compares user names case-insensitively.
+        return hmac.compare_digest(username.lower().encode(), self.username.lower().encode()) and hmac.compare_digest(
+            password.encode(), self.password.encode()
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    """One host served at a URL path of a listening socket."""
+
+    state: HostState
+    credentials: Credentials
+    wsman: WSManService
+
+
+class EndpointServer(ThreadingHTTPServer):
+    """One listening socket (host:port); routes by URL path to the hosts configured there."""
+
+    daemon_threads = False  # server_close() joins the request threads
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], routes: dict[str, Route], stopping: threading.Event) -> None:
+        self.routes = routes
+        self.stopping = stopping
+        super().__init__(address, _Handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        # faults.json "refuse": the host is down. Reset the connection without answering.
+        if self.routes and all(route.state.faults().refuse for route in self.routes.values()):
+            reset_connection(request)
+            return False
+        return True
+
+
+def reset_connection(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0 so the peer gets a TCP reset, as from a host that is not there."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: EndpointServer
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    timeout = 15  # an idle or stalled client cannot hold a request thread (and stop()) for long
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        route = self.server.routes.get(self.path.split("?", 1)[0].rstrip("/").lower())
+        if route is None:
+            self._send(404, b"", "text/plain")
+            return
+        faults = route.state.faults()
+        if faults.latency_ms and self.server.stopping.wait(faults.latency_ms / 1000):
+            return
+        if faults.refuse:
+            self.close_connection = True
+            reset_connection(self.connection)
+            return
+        if faults.reject_auth or not route.credentials.accepts(self.headers.get("Authorization")):
+            self._send(401, b"", "text/plain", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
+            return
+        content_type = self.headers.get("Content-Type", "")
+        if "application/soap+xml" not in content_type.lower():
+            self._send(415, b"", "text/plain")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length <= 0 or length > MAX_BODY:
+            self._send(400, b"", "text/plain")
+            return
+        status, reply = route.wsman.handle(self.rfile.read(length))
+        self._send(status, reply, "application/soap+xml;charset=UTF-8")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._send(405, b"", "text/plain")
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        pass

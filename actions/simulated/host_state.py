@@ -1,0 +1,185 @@
+"""One simulated Windows host's state on disk: its files, services.json and faults.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SERVICE_STATES = ("Running", "Stopped", "StartPending", "StopPending", "Paused")
+
+_DRIVE_PATH = re.compile(r"\A(?P<drive>[A-Za-z]):[\\/](?P<rest>.*)\Z", re.DOTALL)
+_INVALID_PATH_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')
+
+
+class PathRejected(ValueError):
+    """A Windows path the simulated host cannot map (relative, UNC, '..', illegal characters)."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The injected faults of one host, as faults.json holds them right now."""
+
+    latency_ms: int = 0
+    refuse: bool = False
+    reject_auth: bool = False
+    timeout_faults: int = 0
+    stuck: dict[str, str] = field(default_factory=dict)
+
+    def stuck_state(self, service: str) -> str | None:
+        """The pending state ``service`` is held in, matched case-insensitively like Windows."""
+        for name, state in self.stuck.items():
+            if name.lower() == service.lower():
+                return state
+        return None
+
+
+@dataclass(frozen=True)
+class SettingsInfo:
+    """What the simulator needs from a Settings.xml: the server's GUID and whether it is a Slave."""
+
+    server_guid: str | None
+    is_slave: bool
+
+
+class HostState:
+    """Files under ``DIR/<host>/<drive>/``, services and faults of one host; nothing is cached."""
+
+    def __init__(self, state_dir: Path, name: str) -> None:
+        self.name = name
+        self.root = state_dir / name
+        # Serialises read-modify-write of services.json and faults.json within this process.
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def services_file(self) -> Path:
+        return self.root / "services.json"
+
+    @property
+    def faults_file(self) -> Path:
+        return self.root / "faults.json"
+
+    def resolve(self, windows_path: str) -> Path:
+        """The local path of ``windows_path``, each component matched case-insensitively."""
+        match = _DRIVE_PATH.match(windows_path)
+        if not match:
+            raise PathRejected(f"not an absolute path: '{windows_path}'")
+        parts = [p for p in re.split(r"[\\/]+", match.group("rest")) if p]
+        for part in parts:
+            if part in (".", "..") or _INVALID_PATH_CHARS.search(part):
+                raise PathRejected(f"Illegal characters in path: '{windows_path}'")
+        current = _match_entry(self.root, match.group("drive").upper())
+        for part in parts:
+            current = _match_entry(current, part)
+        return current
+
+    # ------------------------------------------------------------------ services
+
+    def services(self) -> dict[str, str]:
+        """services.json as it is on disk now (an empty mapping when absent or unreadable)."""
+        data = _read_json(self.services_file)
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): str(v) for k, v in data.items()}
+
+    def set_service_state(self, service: str, state: str) -> None:
+        with self.lock:
+            services = self.services()
+            services[service] = state
+            write_atomically(self.services_file, (json.dumps(services, indent=2) + "\n").encode("utf-8"))
+
+    def service_state(self, service: str) -> str | None:
+        """The state Windows would report: a stuck fault wins over services.json."""
+        stuck = self.faults().stuck_state(service)
+        if stuck is not None:
+            return stuck
+        return self.services().get(service)
+
+    # ------------------------------------------------------------------ faults
+
+    def faults(self) -> Faults:
+        """faults.json as it is now; absent or unreadable (mid-edit) means no faults."""
+        data = _read_json(self.faults_file)
+        if not isinstance(data, dict):
+            return Faults()
+        stuck = data.get("stuck") or {}
+        try:
+            return Faults(
+                latency_ms=max(0, int(data.get("latency_ms") or 0)),
+                refuse=bool(data.get("refuse")),
+                reject_auth=bool(data.get("reject_auth")),
+                timeout_faults=max(0, int(data.get("timeout_faults") or 0)),
+                stuck={str(k): str(v) for k, v in stuck.items()} if isinstance(stuck, dict) else {},
+            )
+        except (TypeError, ValueError):
+            return Faults()
+
+    def take_timeout_fault(self) -> bool:
+        """Consume one pending operation-timeout fault (decrementing the file); False if none."""
+        with self.lock:
+            data = _read_json(self.faults_file)
+            if not isinstance(data, dict):
+                return False
+            try:
+                pending = int(data.get("timeout_faults") or 0)
+            except (TypeError, ValueError):
+                return False
+            if pending <= 0:
+                return False
+            data["timeout_faults"] = pending - 1
+            write_atomically(self.faults_file, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+            return True
+
+    # ------------------------------------------------------------------ Settings.xml
+
+    def read_settings(self, windows_path: str) -> SettingsInfo | None:
+        """ServerGuid and IsSlave of a Settings.xml; None when missing or not parseable."""
+        try:
+            raw = self.resolve(windows_path).read_bytes()
+            root = ET.fromstring(raw)
+        except (OSError, ET.ParseError, PathRejected):
+            return None
+        guid = root.findtext("ServerGuid")
+        is_slave = (root.findtext("IsSlave") or "False").strip().lower() == "true"
+        return SettingsInfo(server_guid=guid.strip() if guid else None, is_slave=is_slave)
+
+
+def _match_entry(folder: Path, name: str) -> Path:
+    """``folder/name``, or the existing entry whose name equals ``name`` ignoring case."""
+    exact = folder / name
+    if exact.exists() or not folder.is_dir():
+        return exact
+    for entry in sorted(folder.iterdir()):
+        if entry.name.lower() == name.lower():
+            return entry
+    return exact
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary file beside it and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,262 @@
+"""The simulated platform as a whole: seeds state, serves every host's WinRM endpoint, runs the ASes."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from actions.simulated.account_server import AccountServerModel, run_account_servers
+from actions.simulated.endpoint import Credentials, EndpointServer, Route
+from actions.simulated.host_state import HostState
+from actions.simulated.operations import HostContext
+from actions.simulated.oplog import OperationLog
+from actions.simulated.powershell import ProcessResult, check_command_line, rejected, run_script
+from actions.simulated.seeding import seed
+from actions.simulated.storage_platform import StoragePlatformDatabase
+from actions.simulated.wsman import WSManService
+from bot.config import Config, Host, secret
+from bot.errors import ConfigError
+
+JOIN_DEADLINE_S = 10.0
+
+
+class HostRuntime:
+    """One host as its WS-Man service sees it: launches powershell.exe and runs operation scripts."""
+
+    def __init__(self, context: HostContext, log: OperationLog) -> None:
+        self.name = context.host.name
+        self.context = context
+        self.log = log
+
+    def launch(self, command: str, arguments: str) -> ProcessResult | None:
+        problem = check_command_line(command, arguments)
+        if problem is None:
+            return None
+        self.log.record(self.name, "command.rejected", command, "failed", error=problem)
+        return rejected(problem)
+
+    def run(self, stdin: bytes) -> ProcessResult:
+        return run_script(self.context, self.log, stdin)
+
+    def take_timeout_fault(self) -> bool:
+        return self.context.state.take_timeout_fault()
+
+
+class _Workers:
+    """Background threads the platform started, so stop() can join them with a deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def spawn(self, target: Callable[[], None], name: str = "simulated-command") -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    def join(self, deadline: float) -> None:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class SimulatedPlatform:
+    """Every configured host served over WinRM from ``state_dir``; use as a context manager."""
+
+    def __init__(self, config: Config, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = Path(state_dir).resolve()
+        self.log = OperationLog(self.state_dir)
+        self.database = StoragePlatformDatabase(self.state_dir, config.db)
+        self.states = {h.name: HostState(self.state_dir, h.name) for h in config.hosts()}
+        self._stopping = threading.Event()
+        self._workers = _Workers()
+        self._servers: list[EndpointServer] = []
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> SimulatedPlatform:
+        """Seed what is missing, bind every endpoint and serve in background threads."""
+        if self._started:
+            return self
+        credentials = self._credentials()
+        listeners = self._listeners()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        seed(self.config, self.states, self.database)
+        self._stopping.clear()
+        try:
+            for address, routes in listeners.items():
+                self._servers.append(self._bind(address, routes, credentials))
+        except BaseException:
+            self._close_servers()
+            raise
+        for server in self._servers:
+            host, port = server.server_address[:2]
+            self._workers.spawn(server.serve_forever, name=f"wsman-{host}:{port}")
+        models = [
+            AccountServerModel(site.account_server, self.states[site.account_server.name], self.config, self.log)
+            for site in self.config.sites.values()
+        ]
+        self._workers.spawn(lambda: run_account_servers(models, self._stopping), name="account-servers")
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake every waiting request and join all threads (with a deadline)."""
+        self._stopping.set()
+        for server in self._servers:
+            server.shutdown()
+        self._close_servers()
+        self._workers.join(time.monotonic() + JOIN_DEADLINE_S)
+        self._started = False
+
+    def __enter__(self) -> SimulatedPlatform:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ what users of the platform need
+
+    @property
+    def database_path(self) -> Path:
+        return self.database.path
+
+    @property
+    def operations_path(self) -> Path:
+        return self.log.path
+
+    def env_lines(self) -> list[str]:
+        """Environment lines the bot needs to reach this platform (never a password)."""
+        return [f"{self.config.db.odbc_env}={self.database.odbc_connection_string()}"]
+
+    def host_dir(self, name: str) -> Path:
+        """``DIR/<host name>``: the host's files, services.json and faults.json."""
+        return self.states[name].root
+
+    # ------------------------------------------------------------------ internals
+
+    def _credentials(self) -> dict[str, Credentials]:
+        missing: list[str] = []
+        for host in self.config.hosts():
+            for name in (host.winrm.username_env, host.winrm.password_env):
+                if not secret(name) and name not in missing:
+                    missing.append(name)
+        if missing:
+            raise ConfigError(
+                self.config.path,
+                "environment",
+                "the simulated platform checks WinRM credentials against missing environment variable(s): "
+                + ", ".join(missing),
+            )
+        return {
+            h.name: Credentials(secret(h.winrm.username_env), secret(h.winrm.password_env)) for h in self.config.hosts()
+        }
+
+    def _listeners(self) -> dict[tuple[str, int], dict[str, Host]]:
+        fields = _winrm_fields(self.config)
+        listeners: dict[tuple[str, int], dict[str, Host]] = {}
+        for host in self.config.hosts():
+            parts = urlsplit(host.winrm.url)
+            if parts.scheme != "http":
+                raise ConfigError(self.config.path, fields[host.name], "the simulated platform serves http:// only")
+            hostname = parts.hostname or ""
+            if not _is_loopback(hostname):
+                raise ConfigError(
+                    self.config.path, fields[host.name], f"the simulated platform binds loopback only, not {hostname!r}"
+                )
+            address = (hostname, parts.port or 80)
+            path = parts.path.rstrip("/").lower() or "/wsman"
+            listeners.setdefault(address, {})[path] = host
+        return listeners
+
+    def _bind(
+        self, address: tuple[str, int], hosts: dict[str, Host], credentials: dict[str, Credentials]
+    ) -> EndpointServer:
+        routes: dict[str, Route] = {}
+        for path, host in hosts.items():
+            context = HostContext(
+                host=host,
+                state=self.states[host.name],
+                config=self.config,
+                database=self.database,
+                stopping=self._stopping,
+                on_promoted=self._record_promotion,
+            )
+            runtime = HostRuntime(context, self.log)
+            wsman = WSManService(runtime, self._workers.spawn, self._stopping, machine=host.name)
+            routes[path] = Route(self.states[host.name], credentials[host.name], wsman)
+        try:
+            return EndpointServer(address, routes, self._stopping)
+        except OSError as exc:
+            host = next(iter(hosts.values()))
+            raise ConfigError(
+                self.config.path,
+                _winrm_fields(self.config)[host.name],
+                f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}",
+            ) from None
+
+    def _record_promotion(self, host: str, guid: str) -> None:
+        table = self.config.db.table
+        self.log.record(host, "backupserver.promote", f"{table} {guid}", "ok", changed=True)
+
+    def _close_servers(self) -> None:
+        for server in self._servers:
+            server.server_close()
+        self._servers = []
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _winrm_fields(config: Config) -> dict[str, str]:
+    """Each host's configuration field path of its winrm URL, for error messages."""
+    fields: dict[str, str] = {}
+    for name, site in config.model.sites.items():
+        fields[site.account_server.name] = f"sites.{name}.account_server.winrm"
+        for i, ss in enumerate(site.storage_servers):
+            fields[ss.name] = f"sites.{name}.storage_servers[{i}].winrm"
+    return fields
+
+
+def serve_forever(config: Config, state_dir: Path, out: TextIO | None = None) -> int:
+    """``failover-bot simulate``: print the environment lines, serve until SIGINT or SIGTERM."""
+    out = out or sys.stdout
+    stop = threading.Event()
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        with SimulatedPlatform(config, state_dir) as platform:
+            for line in platform.env_lines():
+                print(line, file=out)
+            for host in config.hosts():
+                print(f"# {host.name}: {host.winrm.url}", file=out)
+            print(f"# state: {platform.state_dir}", file=out, flush=True)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+    return 0

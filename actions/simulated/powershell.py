@@ -1,0 +1,73 @@
+"""What ``powershell.exe`` does on a simulated host: check the command line, read the script, act."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from actions import protocol
+from actions.simulated.operations import HostContext, OperationFailed, perform, target_of
+from actions.simulated.oplog import OperationLog
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+def expected_arguments() -> str:
+    """The Arguments text pywinrm sends for the executor's command (it joins them with spaces)."""
+    return " ".join(protocol.powershell_arguments())
+
+
+def check_command_line(command: str, arguments: str) -> str | None:
+    """Why this command line is not the one the executor sends, or None when it is exactly that."""
+    if command != protocol.POWERSHELL:
+        return f"the simulated platform runs only '{protocol.POWERSHELL}', not '{command}'"
+    if arguments != expected_arguments():
+        return (
+            f"{protocol.POWERSHELL} was started with unexpected arguments; the simulated platform accepts only "
+            "actions.protocol.powershell_arguments()"
+        )
+    return None
+
+
+def clixml_error(message: str) -> bytes:
+    """An error record on stderr the way powershell.exe serialises it for a remote shell."""
+    text = escape(message).replace("\r", "").replace("\n", "_x000D__x000A_")
+    return (
+        "#< CLIXML\r\n"
+        '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        f'<S S="Error">{text}_x000D__x000A_</S></Objs>'
+    ).encode()
+
+
+def rejected(message: str) -> ProcessResult:
+    return ProcessResult(b"", clixml_error(message), 1)
+
+
+def run_script(ctx: HostContext, log: OperationLog, stdin: bytes) -> ProcessResult:
+    """Parse the operation script from stdin, perform it, and print its one JSON result line."""
+    try:
+        script = stdin.decode("utf-8-sig")
+        op, data = protocol.parse(script)
+    except (UnicodeDecodeError, protocol.ProtocolError) as exc:
+        message = f"the script on stdin is not an operation of actions/protocol.py: {exc}"
+        log.record(ctx.host.name, "script.rejected", "", "failed", error=message)
+        return rejected(message)
+    target = target_of(op, data)
+    try:
+        outcome = perform(ctx, op, data)
+    except OperationFailed as exc:
+        log.record(ctx.host.name, op, target, "failed", error=str(exc))
+        return ProcessResult(_line({"ok": False, "error": str(exc)}), b"", 1)
+    log.record(ctx.host.name, op, target, "ok", changed=outcome.changed)
+    return ProcessResult(_line({"ok": True, **outcome.result}), b"", 0)
+
+
+def _line(result: dict[str, object]) -> bytes:
+    # ConvertTo-Json -Compress, then Windows' line ending.
+    return (json.dumps(result, separators=(",", ":")) + "\r\n").encode("utf-8")

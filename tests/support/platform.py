@@ -1,0 +1,86 @@
+"""A copy of the example platform on free loopback ports, and the simulated platform running it."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actions.simulated import SimulatedPlatform
+from bot.config import load_config
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "spec" / "example-config.yml"
+TEST_WINRM_USER = "simulated-admin"
+TEST_WINRM_PASSWORD = "simulated-password-not-secret"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write_config(directory: Path, **overrides: Any) -> Path:
+    """Write the example platform's configuration with every winrm URL on a free loopback port.
+
+    ``overrides`` are merged into the top level (mappings deeply, e.g. ``winrm={"command_timeout_s": 5}``).
+    """
+    raw = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    used: set[int] = set()
+    for site in raw["sites"].values():
+        for host in [site["account_server"], *site.get("storage_servers", [])]:
+            port = free_port()
+            while port in used:
+                port = free_port()
+            used.add(port)
+            url = f"http://127.0.0.1:{port}/wsman"
+            if isinstance(host["winrm"], dict):
+                host["winrm"]["url"] = url  # keep the mapping form (ms-b2's per-host overrides)
+            else:
+                host["winrm"] = url
+    raw = _merge(raw, overrides)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "failover.yml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def running_platform(config_path: Path, state_dir: Path) -> Iterator[SimulatedPlatform]:
+    """The simulated platform of ``config_path`` started over ``state_dir``; stopped on exit.
+
+    Sets test WinRM credentials (and the ODBC variable the configuration names) in ``os.environ``
+    when absent, and restores the environment afterwards.
+    """
+    config = load_config(config_path)
+    platform = SimulatedPlatform(config, state_dir)
+    defaults = {
+        "FAILOVER_WINRM_USER": TEST_WINRM_USER,
+        "FAILOVER_WINRM_PASSWORD": TEST_WINRM_PASSWORD,
+        config.db.odbc_env: platform.database.odbc_connection_string(),
+    }
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    try:
+        with platform:
+            yield platform
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
