@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SHELL_NOT_FOUND = 2150858843
 QUOTA_EXCEEDED = 2150859174
 RESET_FAULTS = frozenset({SHELL_NOT_FOUND, QUOTA_EXCEEDED})
+RECEIVE_PAUSE_S = 0.05
 
 
 # --------------------------------------------------------------------------- request counting
@@ -361,9 +362,14 @@ class WinRMExecutor:
                     raise OperationTimedOut(f"{op}: timed out after {limit:g} s", host=host.name)
                 # The host holds a Receive open for OperationTimeout: never past our deadline.
                 proto.operation_timeout_sec = max(1, min(configured, math.ceil(remaining)))
+                asked = time.monotonic()
                 try:
                     out, err, rc, done = proto.get_command_output_raw(shell_id, command_id)
                 except WinRMOperationTimeoutError:
+                    # Windows holds a Receive for the whole OperationTimeout; one answering "no output yet"
+                    # at once must not make us spin.
+                    if time.monotonic() - asked < RECEIVE_PAUSE_S:
+                        time.sleep(max(0.0, min(RECEIVE_PAUSE_S, deadline - time.monotonic())))
                     continue
                 stdout.append(out)
                 stderr.append(err)
