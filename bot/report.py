@@ -73,7 +73,13 @@ class Report:
             f"| {s.step_id} | {s.outcome or '-'} | {_dur(s.waited_on_people_s)} | {_dur(s.executing_s)} |"
             for s in self.steps
         ]
-        lines += ["", "## Timeline", "", "| # | time (UTC) | actor | event | step | detail |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Timeline",
+            "",
+            "| # | time (UTC) | actor | event | step | detail |",
+            "|---|---|---|---|---|---|",
+        ]
         for e in self.events:
             step = e["step_id"] or ""
             if e["target"]:
@@ -164,8 +170,13 @@ def _timings(events: list[AuditEvent]) -> list[StepTiming]:
         if e.event in ("step.succeed", "step.fail", "step.crash") and e.step_id in running_since:
             t.executing_s += (at - running_since.pop(e.step_id)).total_seconds()
         outcome = {
-            "step.succeed": "succeeded", "step.done": "done", "step.fail": "failed", "step.skip": "skipped",
-            "step.not_needed": "not needed", "step.mark_done": "marked done", "step.crash": "unknown",
+            "step.succeed": "succeeded",
+            "step.done": "done",
+            "step.fail": "failed",
+            "step.skip": "skipped",
+            "step.not_needed": "not needed",
+            "step.mark_done": "marked done",
+            "step.crash": "unknown",
             "step.probe_in_place": "succeeded (probe)",
         }.get(e.event)
         if outcome:

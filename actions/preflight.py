@@ -1,0 +1,227 @@
+"""Read-only probes of a site and its partner: ``failover-bot check``, the F0 preflight and its split-brain guard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from actions import remote, settings_xml
+from actions.registry import (
+    Outcome,
+    Step,
+    StepContext,
+    Target,
+    read_settings,
+    settings_path,
+    task_queue_path,
+)
+from actions.storage_platform_db import StoragePlatformDb
+from actions.winrm import WinRMExecutor
+from bot.config import Config, Host
+from bot.errors import ExecutionError, RemoteOperationFailed
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    host: str
+    check: str
+    ok: bool
+    detail: str
+
+
+def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[CheckResult]:
+    """Every read-only check of one host, stopping at the first that makes the rest meaningless."""
+    out: list[CheckResult] = []
+    try:
+        info = remote.host_info(executor, host)
+        out.append(CheckResult(host.name, "winrm", True, f"reachable, authenticated ({info.hostname})"))
+    except ExecutionError as exc:
+        out.append(CheckResult(host.name, "winrm", False, _short(exc)))
+        return out
+    service = (
+        config.redstor.account_server if host.role == "account_server" else config.redstor.storage_server
+    ).service
+    try:
+        state = remote.query_service(executor, host, service)
+        out.append(CheckResult(host.name, "service", True, f"{service}: {state}"))
+    except ExecutionError as exc:
+        out.append(CheckResult(host.name, "service", False, _short(exc)))
+    path = settings_path(_ctx(config, executor), host)
+    try:
+        content = remote.read_file(executor, host, path)
+        if not content.exists:
+            raise RemoteOperationFailed(f"{path} does not exist")
+        guid = settings_xml.read_server_guid(content.content)
+        detail = f"ServerGuid {settings_xml.mask_guid(guid)}"
+        if host.role == "account_server":
+            is_slave = settings_xml.read_is_slave(content.content)
+            detail += "; role " + (
+                "Slave (IsSlave True)"
+                if is_slave
+                else "Master (IsSlave " + ("absent" if is_slave is None else "False") + ")"
+            )
+        out.append(CheckResult(host.name, "Settings.xml", True, detail))
+    except ExecutionError as exc:
+        out.append(CheckResult(host.name, "Settings.xml", False, _short(exc)))
+    if host.role == "account_server":
+        folder = task_queue_path(_ctx(config, executor))
+        try:
+            exists, is_dir = remote.path_exists(executor, host, folder)
+            ok = exists and is_dir
+            out.append(CheckResult(host.name, "task queue", ok, folder + (" exists" if ok else " is missing")))
+        except ExecutionError as exc:
+            out.append(CheckResult(host.name, "task queue", False, _short(exc)))
+    return out
+
+
+def probe_database(config: Config) -> CheckResult:
+    try:
+        report = StoragePlatformDb.from_env(config.db).check_schema()
+    except ExecutionError as exc:
+        return CheckResult("database", "StoragePlatform", False, _short(exc))
+    return CheckResult("database", "StoragePlatform", report.ok, report.summary())
+
+
+def check_site(config: Config, site: str, *, executor: remote.Executor | None = None) -> list[CheckResult]:
+    """All checks of ``site`` and its partner, hosts probed in parallel; read-only."""
+    s = config.site(site)
+    hosts = [s.account_server, *s.storage_servers]
+    partner = config.sites[s.partner]
+    hosts += [partner.account_server, *partner.storage_servers]
+    own = executor is None
+    ex: remote.Executor = executor or WinRMExecutor()
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts) + 1)) as pool:
+            db_future = pool.submit(probe_database, config)
+            futures = [pool.submit(probe_host, config, ex, h) for h in hosts]
+            results = [r for f in futures for r in f.result()]
+            results.append(db_future.result())
+    finally:
+        if own and isinstance(ex, WinRMExecutor):
+            ex.close()
+    return results
+
+
+def format_checks(results: list[CheckResult]) -> str:
+    width_h = max([len("host"), *(len(r.host) for r in results)])
+    width_c = max([len("check"), *(len(r.check) for r in results)])
+    lines = [f"{'host':<{width_h}}  {'check':<{width_c}}  result  detail"]
+    for r in results:
+        lines.append(f"{r.host:<{width_h}}  {r.check:<{width_c}}  {'PASS' if r.ok else 'FAIL':<6}  {r.detail}")
+    failed = sum(1 for r in results if not r.ok)
+    lines.append("")
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _ctx(config: Config, executor: remote.Executor) -> StepContext:
+    return StepContext(
+        config=config,
+        executor=executor,
+        site="",
+        partner="",
+        facts={},
+        database=lambda: StoragePlatformDb.from_env(config.db),
+    )
+
+
+class Preflight:
+    """F0: the partner must be healthy; the failed site may be down; refuse a split brain."""
+
+    def _results(self, ctx: StepContext) -> tuple[list[CheckResult], list[CheckResult], CheckResult]:
+        p, s = ctx.config.sites[ctx.site], ctx.config.sites[ctx.partner]
+        hosts_p = [p.account_server, *p.storage_servers]
+        hosts_s = [s.account_server, *s.storage_servers]
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts_p) + len(hosts_s) + 1)) as pool:
+            db_future = pool.submit(lambda: probe_database_ctx(ctx))
+            fp = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_p]
+            fs = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_s]
+            return ([r for f in fp for r in f.result()], [r for f in fs for r in f.result()], db_future.result())
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        return (
+            f"Read-only checks of {ctx.partner} (must be healthy) and {ctx.site} (may be down), "
+            f"and the split-brain guard on {ctx.as_p.name}"
+        )
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        results_p, results_s, db = self._results(ctx)
+        lines = [f"{'✓' if r.ok else '✗'} {r.host} {r.check}: {r.detail}" for r in results_s + [db]]
+        lines += [f"{'✓' if r.ok else '·'} {r.host} {r.check}: {r.detail}" for r in results_p]
+        failed = [r for r in results_s if not r.ok]
+        result: dict[str, Any] = {"checks": lines}
+        if failed:
+            raise RemoteOperationFailed(
+                f"{ctx.partner} is not healthy: "
+                + "; ".join(f"{r.host} {r.check}: {r.detail}" for r in failed)
+                + "\n"
+                + "\n".join(lines)
+            )
+        if self.split_brain(ctx):
+            raise RemoteOperationFailed(
+                f"split-brain guard: {ctx.as_p.name} answers and is still a running Master AccountServer. "
+                f"Stop it first, or two approvers may override with a reason (Mark done).\n" + "\n".join(lines)
+            )
+        return Outcome(
+            f"{ctx.partner} healthy; {sum(1 for r in results_p if not r.ok)} problem(s) at {ctx.site} "
+            "(expected during a disaster)",
+            result,
+        )
+
+    def split_brain(self, ctx: StepContext) -> bool:
+        """True when the failed site's AccountServer answers and is still a running Master."""
+        host = ctx.as_p
+        try:
+            content = read_settings(ctx, host).content
+            if settings_xml.read_is_slave(content) is True:
+                return False
+            state = remote.query_service(ctx.executor, host, ctx.config.redstor.account_server.service)
+        except ExecutionError:
+            return False  # unreachable or unreadable: not a running Master we can see
+        return state == "Running"
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        return None  # read-only: running it again is the probe
+
+
+def probe_database_ctx(ctx: StepContext) -> CheckResult:
+    try:
+        report = ctx.database().check_schema()
+    except ExecutionError as exc:
+        return CheckResult("database", "StoragePlatform", False, _short(exc))
+    return CheckResult("database", "StoragePlatform", report.ok, report.summary())
+
+
+PREFLIGHT = Preflight()
+
+
+def live_values(config: Config, plan: Any, *, executor: remote.Executor | None = None) -> dict[str, str]:
+    """Host name -> what a read-only look shows now (role, masked ServerGuid), for ``plan --live``."""
+    own = executor is None
+    ex: remote.Executor = executor or WinRMExecutor()
+    values: dict[str, str] = {}
+    ctx = _ctx(config, ex)
+    try:
+        for host in config.hosts():
+            try:
+                content = read_settings(ctx, host).content
+                text = f"ServerGuid {settings_xml.mask_guid(settings_xml.read_server_guid(content))}"
+                if host.role == "account_server":
+                    text += "; Slave" if settings_xml.read_is_slave(content) else "; Master"
+                values[host.name] = text
+            except ExecutionError as exc:
+                values[host.name] = f"unreadable: {_short(exc)}"
+    finally:
+        if own and isinstance(ex, WinRMExecutor):
+            ex.close()
+    return values
+
+
+Reader = Callable[[], None]

@@ -1,0 +1,356 @@
+"""Step kinds as a small registry of actions, each with one signature: preview, run and probe.
+
+``preview`` says exactly what the step will do with concrete values (it may read, never change);
+``run`` does it and returns an Outcome; ``probe`` reads whether the effect is already in place
+(True / False) or returns None when no read can tell — used for idempotency and after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actions import remote, settings_xml
+from actions.storage_platform_db import StoragePlatformDb, row_preview
+from bot.config import Config, Host
+from bot.errors import ExecutionError, RemoteOperationFailed
+
+SERVICE_TIMEOUT_S = 60.0
+
+
+class Step(Protocol):
+    """What an action needs of a resolved runbook step."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+
+class Target(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def label(self) -> str: ...
+
+
+@dataclass
+class StepContext:
+    """What actions may use: configuration, the executor, the run's sites and recorded facts."""
+
+    config: Config
+    executor: remote.Executor
+    site: str  # P: the failed or returning primary
+    partner: str  # S
+    facts: Mapping[str, Any]
+    database: Callable[[], StoragePlatformDb]
+
+    def host(self, name: str) -> Host:
+        return self.config.host(name)
+
+    @property
+    def as_p(self) -> Host:
+        return self.config.sites[self.site].account_server
+
+    @property
+    def as_s(self) -> Host:
+        return self.config.sites[self.partner].account_server
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of running an action on one target."""
+
+    summary: str  # one line for the step card, secrets masked
+    result: dict[str, Any] = field(default_factory=dict)  # stored and audited (scrubbed)
+    facts: dict[str, Any] = field(default_factory=dict)  # recorded on the run (may hold GUIDs; never posted)
+
+
+class Action(Protocol):
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str: ...
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome: ...
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None: ...
+
+
+def guid_fact(host: str) -> str:
+    return f"guid:{host}"
+
+
+def _target_host(ctx: StepContext, target: Target) -> Host:
+    if target.host is None:
+        raise RemoteOperationFailed(f"step target {target.label} is not a host")
+    return ctx.host(target.host)
+
+
+def _service_name(ctx: StepContext, host: Host, step: Step) -> str:
+    which = step.params.get("service") or host.role
+    if which == "account_server":
+        return ctx.config.redstor.account_server.service
+    return ctx.config.redstor.storage_server.service
+
+
+def settings_path(ctx: StepContext, host: Host) -> str:
+    rel = (
+        ctx.config.redstor.account_server.settings
+        if host.role == "account_server"
+        else ctx.config.redstor.storage_server.settings
+    )
+    return ctx.config.windows_path(rel)
+
+
+def task_queue_path(ctx: StepContext) -> str:
+    return ctx.config.windows_path(ctx.config.redstor.account_server.task_queue)
+
+
+def read_settings(ctx: StepContext, host: Host) -> remote.FileContent:
+    content = remote.read_file(ctx.executor, host, settings_path(ctx, host))
+    if not content.exists:
+        raise RemoteOperationFailed(f"{settings_path(ctx, host)} does not exist", host=host.name)
+    return content
+
+
+def is_master(ctx: StepContext, host: Host) -> bool:
+    return settings_xml.read_is_slave(read_settings(ctx, host).content) in (None, False)
+
+
+def current_master(ctx: StepContext) -> Host:
+    """The AccountServer whose IsSlave is False (or absent) right now; exactly one must be."""
+    masters = []
+    for name in (ctx.site, ctx.partner):
+        host = ctx.config.sites[name].account_server
+        try:
+            if is_master(ctx, host):
+                masters.append(host)
+        except ExecutionError:
+            continue  # an unreachable AccountServer cannot be the Master we write to
+    if len(masters) != 1:
+        found = ", ".join(h.name for h in masters) or "none reachable"
+        raise RemoteOperationFailed(f"expected exactly one Master AccountServer, found: {found}")
+    return masters[0]
+
+
+class ServiceAction:
+    """Stop, start or restart a Windows service and wait for the state."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        host = _target_host(ctx, target)
+        text = f"{self.verb.capitalize()} service {_service_name(ctx, host, step)} on {host.name} ({host.endpoint})"
+        if step.params.get("check_no_running_slave"):
+            text += "; first check that no Slave AccountServer service is running"
+        if step.params.get("read_guid"):
+            text += f"; then read {host.name}'s ServerGuid for its one-time password"
+        return text
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        host = _target_host(ctx, target)
+        service = _service_name(ctx, host, step)
+        if step.params.get("check_no_running_slave"):
+            _check_no_running_slave(ctx, exclude=host)
+        op = {"stop": remote.stop_service, "start": remote.start_service, "restart": remote.restart_service}[self.verb]
+        res = op(ctx.executor, host, service, SERVICE_TIMEOUT_S)
+        facts: dict[str, Any] = {}
+        summary = f"{service} on {host.name}: {res.state}" + ("" if res.changed else " (already)")
+        if step.params.get("read_guid"):
+            guid = settings_xml.read_server_guid(read_settings(ctx, host).content)
+            facts[guid_fact(host.name)] = guid
+            summary += f"; ServerGuid read ({settings_xml.mask_guid(guid)})"
+        return Outcome(summary, {"service": service, "state": res.state, "changed": res.changed}, facts)
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        if self.verb == "restart":
+            return None  # a restart that never happened looks the same as one that did
+        host = _target_host(ctx, target)
+        state = remote.query_service(ctx.executor, host, _service_name(ctx, host, step))
+        return state == ("Stopped" if self.verb == "stop" else "Running")
+
+
+def _check_no_running_slave(ctx: StepContext, *, exclude: Host) -> None:
+    for site in ctx.config.sites.values():
+        host = site.account_server
+        if host.name == exclude.name:
+            continue
+        if settings_xml.read_is_slave(read_settings(ctx, host).content) is True:
+            state = remote.query_service(ctx.executor, host, ctx.config.redstor.account_server.service)
+            if state != "Stopped":
+                raise RemoteOperationFailed(
+                    f"Slave AccountServer {host.name} is {state}; no Slave AccountServer may be running", host=host.name
+                )
+
+
+class SetIsSlave:
+    """Set IsSlave in an AccountServer's Settings.xml; every other byte stays as it was."""
+
+    def _new(self, ctx: StepContext, step: Step, old: bytes) -> bytes:
+        return settings_xml.set_is_slave(
+            old,
+            bool(step.params["value"]),
+            add_if_absent=bool(step.params.get("add_if_absent", False)),
+            attributes=step.params.get("attributes") or None,
+        )
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        host = _target_host(ctx, target)
+        path = settings_path(ctx, host)
+        try:
+            old = read_settings(ctx, host).content
+        except ExecutionError as exc:
+            return f"Set IsSlave to {step.params['value']} in {path} on {host.name} (cannot read it now: {exc})"
+        new = self._new(ctx, step, old)
+        if new == old:
+            return f"{path} on {host.name} already has IsSlave {step.params['value']}; nothing to change."
+        return settings_xml.settings_diff(old, new, filename=f"{host.name}:{path}")
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        host = _target_host(ctx, target)
+        path = settings_path(ctx, host)
+        current = read_settings(ctx, host)
+        new = self._new(ctx, step, current.content)
+        if new == current.content:
+            return Outcome(f"IsSlave already {step.params['value']} on {host.name}", {"changed": False})
+        res = remote.replace_file(ctx.executor, host, path, new, current.sha256)
+        return Outcome(
+            f"IsSlave set to {step.params['value']} on {host.name}; original kept as {res.backup_path}",
+            {"changed": res.changed, "backup_path": res.backup_path},
+        )
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        host = _target_host(ctx, target)
+        value = settings_xml.read_is_slave(read_settings(ctx, host).content)
+        return (value is True) if step.params["value"] else (value in (None, False))
+
+
+class ReadGuid:
+    """Read a server's ServerGuid (its one-time password source); read-only."""
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        host = _target_host(ctx, target)
+        return f"Read ServerGuid from {settings_path(ctx, host)} on {host.name} (kept by the bot, shown masked)"
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        host = _target_host(ctx, target)
+        guid = settings_xml.read_server_guid(read_settings(ctx, host).content)
+        return Outcome(f"ServerGuid of {host.name}: {settings_xml.mask_guid(guid)}", {}, {guid_fact(host.name): guid})
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        return guid_fact(_target_host(ctx, target).name) in ctx.facts
+
+
+class DropTaskFile:
+    """Drop Failover.UpdateSettingsOnSS into the current Master's task queue."""
+
+    def _master(self, ctx: StepContext, target: Target) -> Host:
+        if target.host and target.key != "current_master":
+            return ctx.host(target.host)
+        return current_master(ctx)
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        try:
+            host = self._master(ctx, target)
+            where = f"{host.name} ({host.endpoint}), the current Master"
+        except ExecutionError as exc:
+            where = f"the current Master AccountServer (not determined yet: {exc})"
+        return f"Create the empty file {remote.TASK_FILE} in {task_queue_path(ctx)} on {where}"
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        host = self._master(ctx, target)
+        res = remote.drop_task_file(ctx.executor, host, task_queue_path(ctx))
+        if res.already_waiting:
+            return Outcome(
+                f"{remote.TASK_FILE} was already waiting in {host.name}'s task queue",
+                {"host": host.name, "created": False, "already_waiting": True},
+            )
+        return Outcome(f"{remote.TASK_FILE} dropped in {host.name}'s task queue", {"host": host.name, "created": True})
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        host = self._master(ctx, target)
+        if remote.task_file_waiting(ctx.executor, host, task_queue_path(ctx)):
+            return True
+        return None  # consumed already, or never dropped: a read cannot tell
+
+
+class PointSlaveRow:
+    """B4: re-point the Slave AccountServer's BackupServer row at the demoted Master, if the GUIDs match."""
+
+    def _guid(self, ctx: StepContext) -> str:
+        guid = ctx.facts.get(guid_fact(ctx.as_p.name))
+        if guid:
+            return str(guid)
+        return settings_xml.read_server_guid(read_settings(ctx, ctx.as_p).content)
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        db = ctx.database()
+        before = db.slave_account_server_row()
+        guid = self._guid(ctx)
+        if not settings_xml.normalise_guid(before.guid) == settings_xml.normalise_guid(guid):
+            return (
+                "The Slave AccountServer row's ServerGUID does not match "
+                f"{ctx.as_p.name}'s ({settings_xml.mask_guid(guid)}): nothing will be changed here; "
+                "the next step adds it in the Console.\n" + row_preview(before, None)
+            )
+        after = type(before)(guid=before.guid, ip=ctx.as_p.address, online=True, role=before.role, raw={})
+        return f"UPDATE one row of {ctx.config.db.table}:\n" + row_preview(before, after)
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        out = ctx.database().point_slave_row_at(self._guid(ctx), ctx.as_p.address)
+        outcome = "matched" if out.matched else "guid_mismatch"
+        summary = (
+            f"Slave AccountServer row now IP {ctx.as_p.address}, OnLine true" + ("" if out.changed else " (already)")
+            if out.matched
+            else "ServerGUIDs differ: nothing changed; add the AccountServer in the Console (next step)"
+        )
+        return Outcome(summary, {"outcome": outcome, "changed": out.changed}, {f"outcome:{step.id}": outcome})
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        return ctx.database().slave_row_points_at(self._guid(ctx), ctx.as_p.address)
+
+
+class PersonAction:
+    """Manual, wait and confirm steps: a person acts; the bot only shows the instructions."""
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        return ""
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        raise RemoteOperationFailed(f"step {step.id} is performed by a person, not by the bot")
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        return None
+
+
+REGISTRY: dict[str, Action] = {
+    "service.stop": ServiceAction("stop"),
+    "service.start": ServiceAction("start"),
+    "service.restart": ServiceAction("restart"),
+    "settings.set_is_slave": SetIsSlave(),
+    "settings.read_guid": ReadGuid(),
+    "taskqueue.drop": DropTaskFile(),
+    "db.point_slave_row": PointSlaveRow(),
+    "manual": PersonAction(),
+    "wait": PersonAction(),
+    "confirm": PersonAction(),
+}
+
+
+def action_for(name: str) -> Action:
+    if name == "preflight":
+        from actions.preflight import PREFLIGHT
+
+        return PREFLIGHT
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise RemoteOperationFailed(f"no action {name!r}") from None

@@ -1,0 +1,313 @@
+"""Executes approved steps off the request thread and moves each run forward to its next step."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from actions.registry import Outcome, StepContext, action_for
+from actions.storage_platform_db import StoragePlatformDb
+from bot.errors import ExecutionError, StateConflict
+from bot.runs import policy
+from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepEvent, StepState
+from bot.runs.runbook import ResolvedStep, Target
+from bot.runs.service import WHOLE, RunService, RunView, StepView
+from bot.store import audit
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[str, str], None]  # (run_id, what happened) -> the presenter updates Slack
+BOT_RUNS = ("host", "sql")  # kinds the bot executes; F0 (check, action preflight) too
+
+
+def bot_executes(step: ResolvedStep) -> bool:
+    return step.kind in BOT_RUNS or step.action == "preflight"
+
+
+class Worker:
+    """One background worker per process. ``kick(run_id)`` is cheap and idempotent."""
+
+    def __init__(
+        self,
+        service: RunService,
+        executor: Any,
+        *,
+        notify: Notify | None = None,
+        database: Callable[[], StoragePlatformDb] | None = None,
+        max_parallel_targets: int = 16,
+    ) -> None:
+        self.service = service
+        self.executor = executor
+        self.notify = notify or (lambda run_id, what: None)
+        self.database = database or (lambda: StoragePlatformDb.from_env(service.config.db))
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run")
+        self._targets = ThreadPoolExecutor(max_workers=max_parallel_targets, thread_name_prefix="target")
+        self._locks: dict[str, threading.Lock] = {}
+        self._again: set[str] = set()
+        self._guard = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        self._targets.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def kick(self, run_id: str) -> Future[None] | None:
+        """Advance ``run_id`` in the background; a kick while it is advancing makes it look again."""
+        with self._guard:
+            lock = self._locks.setdefault(run_id, threading.Lock())
+            if lock.locked():
+                self._again.add(run_id)
+                return None
+        return self._pool.submit(self._advance_loop, run_id)
+
+    def _advance_loop(self, run_id: str) -> None:
+        lock = self._locks[run_id]
+        if not lock.acquire(blocking=False):
+            with self._guard:
+                self._again.add(run_id)
+            return
+        try:
+            while True:
+                try:
+                    self.advance(run_id)
+                except Exception:  # keep the worker alive; the error is logged with its run
+                    log.exception("advancing run %s failed", run_id)
+                with self._guard:
+                    if run_id not in self._again:
+                        return
+                    self._again.discard(run_id)
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ the run loop
+
+    def context(self, view: RunView) -> StepContext:
+        return StepContext(
+            config=self.service.config,
+            executor=self.executor,
+            site=view.run.site,
+            partner=view.run.partner,
+            facts=self._facts(view),
+            database=self.database,
+        )
+
+    def _facts(self, view: RunView) -> dict[str, Any]:
+        facts = dict(json.loads(view.run.facts or "{}"))
+        if view.run.direction == "failback":
+            previous = self.service.last_completed_failover(view.run.site)
+            if previous is not None:
+                for k, v in json.loads(previous.facts or "{}").items():
+                    facts.setdefault(f"failover:{k}", v)
+        return facts
+
+    def advance(self, run_id: str) -> None:
+        """Post the next step, run what needs no person, and stop where people must act."""
+        for _ in range(500):  # bounded: a run has far fewer steps
+            view = self.service.view(run_id)
+            if view.run.state != RunState.ACTIVE:
+                return
+            current = view.current
+            if current is None:
+                if self.service.complete_if_done(run_id):
+                    self.notify(run_id, "completed")
+                return
+            if current.state == StepState.PENDING:
+                self._post(view, current)
+                continue
+            if current.state == StepState.APPROVED and bot_executes(current.step):
+                self.execute(view, current)
+                continue
+            return  # waiting on people (approval, Done, Retry, Mark done)
+
+    def _condition_holds(self, view: RunView, sv: StepView) -> tuple[bool, str]:
+        when = sv.step.spec.when
+        if not when:
+            return True, ""
+        facts = self._facts(view)
+        if "step" in when:
+            got = facts.get(f"outcome:{when['step']}")
+            wanted = when.get("outcome")
+            return got == wanted, f"not needed: {when['step']} found {got or 'nothing to do'}"
+        if "fact" in when:
+            key = when["fact"]
+            value = facts.get(key, facts.get(f"failover:{key}"))
+            want = when.get("equals", True)
+            holds = value == want if not isinstance(want, bool) else bool(value) == want
+            return holds, f"not needed: {key} was not recorded"
+        return True, ""
+
+    def _post(self, view: RunView, sv: StepView) -> None:
+        holds, why = self._condition_holds(view, sv)
+        if not holds:
+            try:
+                self.service.not_needed(view.run.id, sv.step.id, why)
+            except StateConflict:
+                return
+            self.notify(view.run.id, f"step {sv.step.id} not needed")
+            return
+        preview = self.preview(view, sv.step)
+        fp = policy.fingerprint(sv.step.id, [t.key for t in sv.step.targets], sv.step.spec.params, preview)
+        try:
+            self.service.post(view.run.id, sv.step.id, fingerprint=fp, preview=preview)
+            for key, trow in sv.targets.items():
+                if trow.state == StepState.PENDING:
+                    self.service.transition(view.run.id, sv.step.id, StepEvent.POST, "bot", target=key)
+        except StateConflict:
+            return  # another worker or replica posted it
+        self.notify(view.run.id, f"step {sv.step.id} posted")
+
+    def preview(self, view: RunView, step: ResolvedStep) -> str:
+        """What the step will do, concrete; read-only. A failure to read is shown, not raised."""
+        action = action_for(step.action)
+        ctx = self.context(view)
+        parts = []
+        for target in step.targets:
+            try:
+                text = action.preview(ctx, step, target)
+            except ExecutionError as exc:
+                text = f"{target.label}: cannot be previewed now: {exc}"
+            if text:
+                parts.append(text)
+        return "\n".join(parts)
+
+    def execute(self, view: RunView, sv: StepView) -> None:
+        """Run an approved step: fingerprint check, write-ahead claim, the action per target, the result."""
+        run_id, step = view.run.id, sv.step
+        if sv.needed > 0:
+            preview = self.preview(view, step)
+            fp = policy.fingerprint(step.id, [t.key for t in step.targets], step.spec.params, preview)
+            if fp != sv.row.fingerprint:
+                try:
+                    self.service.void(
+                        run_id,
+                        step.id,
+                        fingerprint=fp,
+                        preview=preview,
+                        why="what the step will do changed since it was approved",
+                    )
+                except StateConflict:
+                    return
+                self.notify(run_id, f"step {step.id} changed; approvals void")
+                return
+        targets = self._targets_to_run(sv)
+        if not self.service.claim(run_id, step.id, [t.key for t in targets]):
+            return  # someone else runs it
+        self.notify(run_id, f"step {step.id} running")
+        ctx = self.context(view)
+        started = time.monotonic()
+        if sv.targets:
+            futures = {t.key: self._targets.submit(self._run_target, ctx, run_id, step, t) for t in targets}
+            errors = [e for e in (f.result() for f in futures.values()) if e]
+            fresh = self.service.view(run_id).step(step.id)
+            bad = [k for k, r in fresh.targets.items() if r.state not in FINISHED_STEP_STATES]
+            ok = not bad
+            error = None if ok else "; ".join(errors) or f"targets not done: {', '.join(bad)}"
+            self.service.finish(
+                run_id,
+                step.id,
+                ok=ok,
+                error=error,
+                duration_s=time.monotonic() - started,
+                result={"targets": {k: r.state for k, r in fresh.targets.items()}},
+            )
+        else:
+            target = step.targets[0]
+            try:
+                outcome = action_for(step.action).run(ctx, step, target)
+            except ExecutionError as exc:
+                self.service.finish(run_id, step.id, ok=False, error=str(exc), duration_s=time.monotonic() - started)
+                self.notify(run_id, f"step {step.id} failed")
+                return
+            self._record(run_id, outcome)
+            self.service.finish(
+                run_id,
+                step.id,
+                ok=True,
+                result={"summary": outcome.summary, **outcome.result},
+                duration_s=time.monotonic() - started,
+            )
+        self.notify(run_id, f"step {step.id} finished")
+
+    def _targets_to_run(self, sv: StepView) -> list[Target]:
+        if not sv.targets:
+            return list(sv.step.targets)
+        wanted = {k for k, r in sv.targets.items() if r.state in (StepState.APPROVED, StepState.AWAITING_APPROVAL)}
+        return [t for t in sv.step.targets if t.key in wanted]
+
+    def _run_target(self, ctx: StepContext, run_id: str, step: ResolvedStep, target: Target) -> str | None:
+        try:
+            self.service.transition(run_id, step.id, StepEvent.AUTO_APPROVE, "bot", target=target.key)
+        except StateConflict:
+            pass  # a retried target is already approved
+        if not self.service.claim_target(run_id, step.id, target.key):
+            return None
+        started = time.monotonic()
+        try:
+            outcome = action_for(step.action).run(ctx, step, target)
+        except ExecutionError as exc:
+            self.service.finish(
+                run_id, step.id, ok=False, error=str(exc), target=target.key, duration_s=time.monotonic() - started
+            )
+            return f"{target.key}: {exc}"
+        self._record(run_id, outcome)
+        self.service.finish(
+            run_id,
+            step.id,
+            ok=True,
+            target=target.key,
+            duration_s=time.monotonic() - started,
+            result={"summary": outcome.summary, **outcome.result},
+        )
+        self.notify(run_id, f"step {step.id} target {target.key} finished")
+        return None
+
+    def _record(self, run_id: str, outcome: Outcome) -> None:
+        for key, value in outcome.facts.items():
+            self.service.record_fact(run_id, key, value)
+
+    # ------------------------------------------------------------------ after a crash
+
+    def recover(self) -> list[str]:
+        """Start-up: running steps become unknown; each probe decides or people are asked. Nothing re-runs."""
+        crashed: dict[tuple[str, str], list[str]] = {}
+        for run_id, step_id, target in self.service.mark_crashed():
+            crashed.setdefault((run_id, step_id), []).append(target)
+        messages: list[str] = []
+        for (run_id, step_id), targets in crashed.items():
+            view = self.service.view(run_id)
+            sv = view.step(step_id)
+            action = action_for(sv.step.action)
+            ctx = self.context(view)
+            keys = [t for t in targets if t != WHOLE] if sv.targets else [WHOLE]
+            for key in keys:
+                chosen = [t for t in sv.step.targets if key == WHOLE or t.key == key]
+                try:
+                    in_place = all(action.probe(ctx, sv.step, t) is True for t in chosen)
+                except ExecutionError as exc:
+                    in_place = False
+                    audit.record(
+                        self.service.store,
+                        run_id,
+                        "bot",
+                        "probe.failed",
+                        step_id=step_id,
+                        target=key or None,
+                        detail={"error": str(exc)},
+                    )
+                if in_place:
+                    self.service.probe_resolved(run_id, step_id, key)
+                    messages.append(f"{run_id} {step_id}{' ' + key if key else ''}: effect in place; marked done")
+                else:
+                    messages.append(f"{run_id} {step_id}{' ' + key if key else ''}: outcome unknown; people decide")
+            if sv.targets:
+                fresh = self.service.view(run_id).step(step_id)
+                if all(r.state in FINISHED_STEP_STATES for r in fresh.targets.values()):
+                    self.service.probe_resolved(run_id, step_id, WHOLE)
+            self.notify(run_id, f"step {step_id} recovered after a restart")
+        return messages

@@ -1,0 +1,124 @@
+"""The run engine end to end over real WinRM to the simulated platform: a failover, then a failback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from actions import settings_xml
+from bot.errors import PermissionDenied, StateConflict
+from bot.runs.machine import StepState
+from tests.support.engine import ALICE, BOB, CAROL, drive, engine, wait_tasks_consumed
+
+
+def _role_rows(eng) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    with sqlite3.connect(eng.state_dir / "StoragePlatform.db") as db:
+        return {name: role for name, role in db.execute("SELECT Name, Role FROM BackupServer")}
+
+
+def test_failover_then_failback(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h, refuse=True)
+        run = eng.service.open_run("failover", "site-a", [], ALICE, "C0INCIDENT")
+        assert run.id == "FO-1"
+        drive(eng, run.id)
+        assert eng.service.get_run(run.id).state == "completed"
+        assert settings_xml.read_is_slave(eng.settings("as-b")) is False
+        assert eng.services("as-b")["Attix5ProAccountServer"] == "Running"
+        wait_tasks_consumed(eng, "as-b")
+        ops = eng.operations()
+        drops = [o for o in ops if o["operation"] == "taskqueue.drop" and o["host"] == "as-b"]
+        assert len(drops) == 2  # F4 and F7, each once
+        # site-a comes back
+        for h in ("as-a", "ss-a1", "ss-a2"):
+            eng.faults(h)
+        fb = eng.service.open_run("failback", "site-a", [], ALICE, "C0INCIDENT")
+        drive(eng, fb.id)
+        assert eng.service.get_run(fb.id).state == "completed", eng.service.view(fb.id).current
+        assert settings_xml.read_is_slave(eng.settings("as-a")) is False
+        assert settings_xml.read_is_slave(eng.settings("as-b")) is True
+        for host in ("as-a", "as-b", "ss-a1", "ss-a2", "ms-b1", "ms-b2"):
+            assert set(eng.services(host).values()) == {"Running"}, host
+        wait_tasks_consumed(eng, "as-a")
+        roles = _role_rows(eng)
+        assert roles["as-a"] == "MasterAccountServer" and roles["as-b"] == "SlaveAccountServer"
+        changes = [
+            o
+            for o in eng.operations()
+            if o["operation"] in ("service.stop", "service.start", "service.restart", "file.replace", "taskqueue.drop")
+        ]
+        keys = [(o["host"], o["operation"], o.get("target")) for o in changes]
+        # every changing operation happened the number of times the runbooks call for it
+        assert keys.count(("as-b", "file.replace", keys[[k[1] for k in keys].index("file.replace")][2])) >= 1
+        view = eng.service.view(fb.id)
+        b4 = view.step("B4")
+        assert json.loads(b4.row.result)["outcome"] == "matched"
+        assert view.step("B4b").state == StepState.SKIPPED
+
+
+def test_split_brain_guard_refuses_then_two_approvers_override(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        f0 = eng.service.view(run.id).step("F0")
+        assert f0.state == StepState.FAILED and "split-brain" in (f0.row.error or "")
+        with pytest.raises(StateConflict):
+            eng.service.approve(run.id, "F1", BOB)  # not current
+        assert not eng.service.vote_mark_done(run.id, "F0", BOB, "as-a is isolated from the network").approved
+        assert eng.service.vote_mark_done(run.id, "F0", CAROL, "as-a is isolated from the network").approved
+        eng.worker.advance(run.id)
+        assert eng.service.view(run.id).current.step.id == "F1"
+
+
+def test_concurrent_approvals_one_winner_and_one_execution(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        assert eng.service.view(run.id).current.step.id == "F1"
+        results: list[object] = []
+
+        def click(user: str) -> None:
+            try:
+                results.append(eng.service.approve(run.id, "F1", user))
+            except StateConflict as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=click, args=(u,)) for u in (BOB, CAROL, BOB, CAROL, ALICE) * 4]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(results) == len(threads)  # every click answered: approved, counted, or refused
+        approved = [r for r in results if getattr(r, "approved", False)]
+        assert len(approved) == 1
+        claims = []
+
+        def claim() -> None:
+            claims.append(eng.service.claim(run.id, "F1"))
+
+        threads = [threading.Thread(target=claim) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert claims.count(True) == 1
+
+
+def test_permissions_and_destructive_rules(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        with pytest.raises(StateConflict, match="still active"):
+            eng.service.open_run("failover", "site-a", [], BOB, "C0INCIDENT")
+        with pytest.raises(PermissionDenied):
+            eng.service.approve(run.id, "F0", "U0MALLORY")
+        eng.service.abort(run.id, ALICE, "rehearsal over")
+        with pytest.raises(StateConflict):
+            eng.service.approve(run.id, "F1", BOB)
