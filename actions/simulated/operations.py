@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -65,6 +66,9 @@ def perform(ctx: HostContext, op: str, data: dict[str, Any]) -> Outcome:
         return handler(ctx, data)
     except PathRejected as exc:
         raise OperationFailed(str(exc)) from exc
+    except OSError as exc:
+        # What .NET would report as an IOException / UnauthorizedAccessException.
+        raise OperationFailed(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- helpers
@@ -232,7 +236,10 @@ def _swap_in(local: Path, local_backup: Path, content: bytes, wanted: str) -> No
             raise OperationFailed(
                 f"content check failed: written sha256 {written}, expected {wanted}; nothing was replaced"
             )
-        os.link(local, local_backup)  # the original, byte for byte, under the backup name
+        try:
+            os.link(local, local_backup)  # the original, byte for byte, under the backup name
+        except PermissionError:
+            shutil.copy2(local, local_backup)  # a file system without hard links
         os.replace(tmp, local)
     finally:
         tmp.unlink(missing_ok=True)

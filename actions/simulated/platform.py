@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
@@ -104,7 +105,7 @@ class SimulatedPlatform:
             raise
         for server in self._servers:
             host, port = server.server_address[:2]
-            self._workers.spawn(server.serve_forever, name=f"wsman-{host}:{port}")
+            self._workers.spawn(partial(server.serve_forever, poll_interval=0.1), name=f"wsman-{host}:{port}")
         models = [
             AccountServerModel(site.account_server, self.states[site.account_server.name], self.config, self.log)
             for site in self.config.sites.values()
@@ -116,8 +117,11 @@ class SimulatedPlatform:
     def stop(self) -> None:
         """Stop serving, wake every waiting request and join all threads (with a deadline)."""
         self._stopping.set()
-        for server in self._servers:
-            server.shutdown()
+        stoppers = [threading.Thread(target=server.shutdown, daemon=True) for server in self._servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(JOIN_DEADLINE_S)
         self._close_servers()
         self._workers.join(time.monotonic() + JOIN_DEADLINE_S)
         self._started = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import threading
 import time
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from xml.sax.saxutils import escape, quoteattr
 
-from actions.simulated.powershell import ProcessResult
+from actions.simulated.powershell import ProcessResult, rejected
+
+logger = logging.getLogger(__name__)
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -208,7 +211,12 @@ class WSManService:
 
     def _runner(self, command: Command) -> Callable[[], None]:
         def run() -> None:
-            command.finish(self.host.run(bytes(command.stdin)))
+            try:
+                result = self.host.run(bytes(command.stdin))
+            except Exception as exc:  # the simulated process crashed: fail loudly, never leave Receive hanging
+                logger.exception("simulated command on %s crashed", self.host.name)
+                result = rejected(f"the simulated platform failed: {type(exc).__name__}: {exc}")
+            command.finish(result)
 
         return run
 
