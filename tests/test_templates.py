@@ -15,7 +15,10 @@ from actions import protocol
 
 PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 
-QUEUE = {"folder": r"C:\ProgramData\Attix5 Pro\AS_Service\TaskQueue", "name": "Failover.UpdateSettingsOnSS"}
+QUEUE: dict[str, object] = {
+    "folder": r"C:\ProgramData\Attix5 Pro\AS_Service\TaskQueue",
+    "name": "Failover.UpdateSettingsOnSS",
+}
 
 SAMPLE_DATA: dict[str, dict[str, object]] = {
     "host.info": {},
@@ -46,7 +49,7 @@ def syntax_problems(source: str, name: str) -> list[str]:
         node = stack.pop()
         if node.is_error or node.is_missing:
             line, column = node.start_point
-            what = f"missing {node.type!r}" if node.is_missing else f"syntax error near {node.text[:40]!r}"
+            what = f"missing {node.type!r}" if node.is_missing else f"syntax error near {(node.text or b'')[:40]!r}"
             problems.append(f"{name}:{line + 1}:{column + 1}: {what}")
         stack.extend(node.children)
     return sorted(problems)

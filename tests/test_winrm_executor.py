@@ -310,15 +310,15 @@ def test_parallel_hosts_and_serialised_commands_per_host(sim: Sim, counter: Requ
     errors: list[BaseException] = []
     results: list[str] = []
 
-    def work(host: Host) -> None:
+    def work(executor: WinRMExecutor, host: Host) -> None:
         try:
             for _ in range(4):
-                results.append(remote.host_info(ex, host).hostname)
+                results.append(remote.host_info(executor, host).hostname)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
-    with WinRMExecutor(on_request=counter) as ex:
-        threads = [threading.Thread(target=work, args=(h,)) for h in hosts for _ in range(2)]
+    with WinRMExecutor(on_request=counter) as executor:
+        threads = [threading.Thread(target=work, args=(executor, h)) for h in hosts for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
