@@ -64,7 +64,7 @@ def client(platform: SimulatedPlatform, host: str, password: str | None = None) 
         password=os.environ["FAILOVER_WINRM_PASSWORD"] if password is None else password,
         message_encryption="never",
         proxy=None,
-        ca_trust_path=None,
+        ca_trust_path=None,  # type: ignore[arg-type]  # None: no CA bundles from the environment
         operation_timeout_sec=5,
         read_timeout_sec=10,
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from actions.simulated.account_server import AccountServerModel, run_account_servers
@@ -105,7 +105,8 @@ class SimulatedPlatform:
             raise
         for server in self._servers:
             host, port = server.server_address[:2]
-            self._workers.spawn(partial(server.serve_forever, poll_interval=0.1), name=f"wsman-{host}:{port}")
+            name = f"wsman-{host!s}:{port}"
+            self._workers.spawn(partial(server.serve_forever, poll_interval=0.1), name=name)
         models = [
             AccountServerModel(site.account_server, self.states[site.account_server.name], self.config, self.log)
             for site in self.config.sites.values()
@@ -247,7 +248,7 @@ def serve_forever(config: Config, state_dir: Path, out: TextIO | None = None) ->
     """``failover-bot simulate``: print the environment lines, serve until SIGINT or SIGTERM."""
     out = out or sys.stdout
     stop = threading.Event()
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
@@ -262,5 +263,5 @@ def serve_forever(config: Config, state_dir: Path, out: TextIO | None = None) ->
                 pass
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
+            signal.signal(signum, handler)
     return 0
