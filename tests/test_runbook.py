@@ -259,7 +259,7 @@ def test_format_plan_shows_concrete_values(config: Config) -> None:
     assert "manual/destructive  approvals: 2" in back
     assert "ss-a2" not in back
     rebuilt = format_plan(resolve(config, "failback", "site-a", RunOptions(rebuilt=True)), config)
-    assert "first 8 characters of as-a's ServerGuid (read from as-a when revealed" in rebuilt
+    assert "first 8 characters of as-a's ServerGuid (read from as-a when revealed in Slack on request)" in rebuilt
 
 
 def test_format_plan_never_shows_a_guid_or_an_otp(config: Config) -> None:

@@ -790,10 +790,8 @@ def _details(plan: Plan, step: ResolvedStep, config: Config, live: Mapping[str, 
         reader = _otp_reader(plan, step)
         for t in step.targets:
             owner = t.values["otp_host"]
-            where = f"read at {reader}" if reader else f"read from {owner} when revealed"
-            out.append(
-                f"one-time password: first 8 characters of {owner}'s ServerGuid ({where}; revealed in Slack on request)"
-            )
+            where = f"read at {reader}; revealed" if reader else f"read from {owner} when revealed"
+            out.append(f"one-time password: first 8 characters of {owner}'s ServerGuid ({where} in Slack on request)")
     if spec.choices:
         recorded = f" (recorded as {spec.records})" if spec.records else ""
         out.append("choices: " + " | ".join(spec.choices) + recorded)
