@@ -164,7 +164,8 @@ class Preflight:
                 + "\n"
                 + "\n".join(lines)
             )
-        if self.split_brain(ctx):
+        # A storage-only failover leaves the AccountServers alone: the failed site's Master stays Master.
+        if ctx.scope != "storage" and self.split_brain(ctx):
             raise RemoteOperationFailed(
                 f"split-brain guard: {ctx.as_p.name} answers and is still a running Master AccountServer. "
                 f"Stop it first, or two approvers may override with a reason (Mark done).\n" + "\n".join(lines)

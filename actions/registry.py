@@ -53,6 +53,7 @@ class StepContext:
     partner: str  # S
     facts: Mapping[str, Any]
     database: Callable[[], StoragePlatformDb]
+    scope: str = "all"  # all | account | storage
 
     def host(self, name: str) -> Host:
         return self.config.host(name)
@@ -252,21 +253,22 @@ class ReadGuid:
 class DropTaskFile:
     """Drop Failover.UpdateSettingsOnSS into the current Master's task queue."""
 
-    def _master(self, ctx: StepContext, target: Target) -> Host:
-        if target.host and target.key != "current_master":
-            return ctx.host(target.host)
-        return current_master(ctx)
+    def _master(self, ctx: StepContext, step: Step, target: Target) -> Host:
+        spec = getattr(step, "spec", None)
+        if spec is not None and spec.target == "current_master" or target.host is None:
+            return current_master(ctx)  # whichever AccountServer is Master at this moment
+        return ctx.host(target.host)
 
     def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
         try:
-            host = self._master(ctx, target)
+            host = self._master(ctx, step, target)
             where = f"{host.name} ({host.endpoint}), the current Master"
         except ExecutionError as exc:
             where = f"the current Master AccountServer (not determined yet: {exc})"
         return f"Create the empty file {remote.TASK_FILE} in {task_queue_path(ctx)} on {where}"
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
-        host = self._master(ctx, target)
+        host = self._master(ctx, step, target)
         res = remote.drop_task_file(ctx.executor, host, task_queue_path(ctx))
         if res.already_waiting:
             return Outcome(
@@ -276,7 +278,7 @@ class DropTaskFile:
         return Outcome(f"{remote.TASK_FILE} dropped in {host.name}'s task queue", {"host": host.name, "created": True})
 
     def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
-        host = self._master(ctx, target)
+        host = self._master(ctx, step, target)
         if remote.task_file_waiting(ctx.executor, host, task_queue_path(ctx)):
             return True
         return None  # consumed already, or never dropped: a read cannot tell

@@ -169,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `failover-bot plan ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -60,8 +60,13 @@ def test_reordered_rows_are_reported(store: Store) -> None:
 
 def test_secrets_and_guids_never_stored(store: Store) -> None:
     guid = "a40b132e-b8b1-4316-b1f2-c27d301ad2e5"
-    audit.record(store, "FO-1", "U1", "execution.finished",
-                 detail={"password": "hunter2", "otp": "a40b132e", "note": f"guid {guid}"})
+    audit.record(
+        store,
+        "FO-1",
+        "U1",
+        "execution.finished",
+        detail={"password": "hunter2", "otp": "a40b132e", "note": f"guid {guid}"},
+    )
     with store.session() as s:
         text = " ".join(e.detail for e in audit.events_of(s, "FO-1"))
     assert "hunter2" not in text and guid not in text and "a40b132e" not in text

@@ -26,7 +26,10 @@ def test_example_config_loads_unchanged() -> None:
     assert (ms_b2.winrm.operation_timeout_s, ms_b2.winrm.read_timeout_s) == (30, 40)
     assert ms_b2.winrm.transport == "basic" and ms_b2.winrm.command_timeout_s == 120
     assert config.host("as-a").winrm.operation_timeout_s == 20
-    assert config.windows_path(config.redstor.account_server.settings) == r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml"
+    assert (
+        config.windows_path(config.redstor.account_server.settings)
+        == r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml"
+    )
 
 
 def _mutate(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
@@ -40,21 +43,48 @@ def _mutate(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
 CASES = [
     ("unknown top-level key", lambda r: r.update(colour="blue"), "colour: unknown field"),
     ("unknown nested key", lambda r: r["slack"].update(aprovers=[]), "slack.aprovers: unknown field"),
-    ("partner missing", lambda r: r["sites"]["site-a"].update(partner="site-z"), "sites.site-a.partner: names no site 'site-z'"),
+    (
+        "partner missing",
+        lambda r: r["sites"]["site-a"].update(partner="site-z"),
+        "sites.site-a.partner: names no site 'site-z'",
+    ),
     ("primary site missing", lambda r: r.update(primary_site="site-q"), "primary_site: names no site"),
-    ("mirror names nothing", lambda r: r["sites"]["site-a"]["storage_servers"][1].update(mirror="ms-b9"),
-     "sites.site-a.storage_servers[1].mirror: names no StorageServer of site-b (have: ms-b1, ms-b2)"),
-    ("duplicate host", lambda r: r["sites"]["site-b"]["storage_servers"][0].update(name="ss-a1"),
-     "sites.site-b.storage_servers[0].name: duplicate host name 'ss-a1'"),
-    ("winrm not a URL", lambda r: r["sites"]["site-a"]["account_server"].update(winrm="as-a:5985"),
-     "sites.site-a.account_server.winrm: not a WinRM URL"),
-    ("winrm mapping not a URL", lambda r: r["sites"]["site-b"]["storage_servers"][1]["winrm"].update(url="ftp://x/wsman"),
-     "sites.site-b.storage_servers[1].winrm.url: not a WinRM URL"),
+    (
+        "mirror names nothing",
+        lambda r: r["sites"]["site-a"]["storage_servers"][1].update(mirror="ms-b9"),
+        "sites.site-a.storage_servers[1].mirror: names no StorageServer of site-b (have: ms-b1, ms-b2)",
+    ),
+    (
+        "duplicate host",
+        lambda r: r["sites"]["site-b"]["storage_servers"][0].update(name="ss-a1"),
+        "sites.site-b.storage_servers[0].name: duplicate host name 'ss-a1'",
+    ),
+    (
+        "winrm not a URL",
+        lambda r: r["sites"]["site-a"]["account_server"].update(winrm="as-a:5985"),
+        "sites.site-a.account_server.winrm: not a WinRM URL",
+    ),
+    (
+        "winrm mapping not a URL",
+        lambda r: r["sites"]["site-b"]["storage_servers"][1]["winrm"].update(url="ftp://x/wsman"),
+        "sites.site-b.storage_servers[1].winrm.url: not a WinRM URL",
+    ),
     ("bad transport", lambda r: r["winrm"].update(transport="telnet"), "winrm.transport"),
-    ("port out of range", lambda r: r["sites"]["site-a"]["account_server"].update(port=70000), "sites.site-a.account_server.port"),
-    ("missing address", lambda r: r["sites"]["site-a"]["account_server"].pop("address"),
-     "sites.site-a.account_server.address: required field is missing"),
-    ("timeouts inverted", lambda r: r["winrm"].update(operation_timeout_s=50), "operation_timeout_s must be below read_timeout_s"),
+    (
+        "port out of range",
+        lambda r: r["sites"]["site-a"]["account_server"].update(port=70000),
+        "sites.site-a.account_server.port",
+    ),
+    (
+        "missing address",
+        lambda r: r["sites"]["site-a"]["account_server"].pop("address"),
+        "sites.site-a.account_server.address: required field is missing",
+    ),
+    (
+        "timeouts inverted",
+        lambda r: r["winrm"].update(operation_timeout_s=50),
+        "operation_timeout_s must be below read_timeout_s",
+    ),
 ]
 
 
@@ -78,8 +108,12 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 
 def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path: Path) -> None:
     path = _mutate(tmp_path, lambda r: r["sites"]["site-a"].update(partner="site-z"))
-    proc = subprocess.run([sys.executable, "-m", "bot", "plan", "start", "site-a", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "plan", "start", "site-a", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "sites.site-a.partner: names no site 'site-z'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -92,6 +126,11 @@ def test_missing_environment_variable_is_named(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ConfigError, match="missing environment variable.*FAILOVER_WINRM_PASSWORD"):
         config.check_env(winrm=True)
     env = {"PATH": "/usr/bin:/bin", "FAILOVER_WINRM_USER": "u"}
-    proc = subprocess.run([sys.executable, "-m", "bot", "check", "site-a", "--config", str(EXAMPLE_CONFIG)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "check", "site-a", "--config", str(EXAMPLE_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 2 and "FAILOVER_WINRM_PASSWORD" in proc.stderr and "Traceback" not in proc.stderr

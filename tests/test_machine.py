@@ -75,7 +75,10 @@ def test_running_step_cannot_be_retried_or_skipped_or_claimed_again() -> None:
 
 @pytest.mark.parametrize(("state", "event"), list(itertools.product(RunState, RunEvent)))
 def test_every_run_state_and_event(state: RunState, event: RunEvent) -> None:
-    allowed = {(RunState.ACTIVE, RunEvent.COMPLETE): RunState.COMPLETED, (RunState.ACTIVE, RunEvent.ABORT): RunState.ABORTED}
+    allowed = {
+        (RunState.ACTIVE, RunEvent.COMPLETE): RunState.COMPLETED,
+        (RunState.ACTIVE, RunEvent.ABORT): RunState.ABORTED,
+    }
     assert RUN_TRANSITIONS == allowed
     if (state, event) in allowed:
         assert next_run_state(state, event) == allowed[(state, event)]

@@ -43,13 +43,13 @@ def check_approver(settings: SlackSettings, user: str, group_members: GroupMembe
         raise PermissionDenied("Only approvers may press this button; ask one of " + _people(settings.approvers) + ".")
 
 
-def approvals_needed(kind: str, risk: str, settings: SlackSettings) -> int:
+def approvals_needed(kind: str, risk: str, settings: SlackSettings, action: str = "") -> int:
     """How many distinct people must approve before the step may run (0: runs by itself)."""
     if risk == "destructive":
         return settings.destructive_approvals
-    if risk == "read" and kind in ("host", "sql", "check"):
-        return 0  # read-only probes run as soon as the step is reached
-    return 1
+    if risk == "read" and (kind in ("host", "sql") or action == "preflight"):
+        return 0  # the bot's read-only probes run as soon as the step is reached
+    return 1  # one approval, or one person's Done (checks a person confirms included)
 
 
 def check_destructive_approver(settings: SlackSettings, user: str, initiator: str) -> None:

@@ -171,7 +171,7 @@ class RunService:
         return dict(json.loads(self.get_run(run_id).facts or "{}"))
 
     def needed(self, step: ResolvedStep) -> int:
-        return policy.approvals_needed(step.kind, step.risk, self.config.slack)
+        return policy.approvals_needed(step.kind, step.risk, self.config.slack, step.action)
 
     # ------------------------------------------------------------------ opening runs
 
@@ -285,6 +285,23 @@ class RunService:
                 .values(channel=channel, thread_ts=thread_ts)
             )
 
+    def claim_message(self, run_id: str, step_id: str) -> bool:
+        """Only one process posts a step's message: whoever moves message_ts from empty to 'posting'."""
+        with self.store.session() as s:
+            return (
+                s.execute(
+                    sa.update(StepRun)
+                    .where(
+                        StepRun.run_id == run_id,
+                        StepRun.step_id == step_id,
+                        StepRun.target == WHOLE,
+                        StepRun.message_ts.is_(None),
+                    )
+                    .values(message_ts="posting")
+                ).rowcount
+                == 1
+            )
+
     def set_message_ts(self, run_id: str, step_id: str, ts: str) -> None:
         with self.store.session() as s:
             s.execute(
@@ -341,8 +358,9 @@ class RunService:
                 )
         s = session
         row = self._step_row(s, run_id, step_id, target)
+        old = row.state
         try:
-            new = next_step_state(row.state, event)
+            new = next_step_state(old, event)
         except TransitionError as exc:
             raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}: nothing to {event}.") from exc
         now = self.clock()
@@ -352,7 +370,7 @@ class RunService:
         if new in FINISHED_STEP_STATES or new == StepState.FAILED:
             changes["finished_at"] = now
         moved = s.execute(
-            sa.update(StepRun).where(StepRun.id == row.id, StepRun.state == row.state).values(**changes)
+            sa.update(StepRun).where(StepRun.id == row.id, StepRun.state == old).values(**changes)
         ).rowcount
         if moved != 1:
             raise StateConflict(f"Step {step_id} changed meanwhile; nothing done.")
@@ -363,7 +381,7 @@ class RunService:
             f"step.{event}",
             step_id=step_id,
             target=target or None,
-            detail={"from": row.state, "to": str(new), **(detail or {})},
+            detail={"from": old, "to": str(new), **(detail or {})},
         )
         return new
 
@@ -405,6 +423,10 @@ class RunService:
         except IntegrityError:
             return False
         return True
+
+    def audit_reveal(self, run_id: str, step_id: str, user: str, hosts: list[str]) -> None:
+        """Record that ``user`` was shown the one-time passwords of ``hosts`` (never the values)."""
+        audit.record(self.store, run_id, user, "otp.revealed", step_id=step_id, detail={"hosts": hosts})
 
     def approve(self, run_id: str, step_id: str, user: str, *, seen_fingerprint: str | None = None) -> ApprovalOutcome:
         """Record ``user``'s approval of the current step; approve it when enough distinct people have."""
@@ -498,7 +520,7 @@ class RunService:
                 user,
                 session=s,
                 detail={"choice": choice} if choice else None,
-                values={"result": json.dumps({"choice": choice}) if choice else None},
+                values={"result": json.dumps({"by": user, "choice": choice})},
             )
         if sv.step.spec.records and choice is not None:
             self.record_fact(run_id, sv.step.spec.records, choice)
@@ -570,7 +592,14 @@ class RunService:
             )
         if not reason.strip():
             raise UsageError("Skip needs a reason.")
-        return self.transition(run_id, step_id, StepEvent.SKIP, user, detail={"reason": reason})
+        return self.transition(
+            run_id,
+            step_id,
+            StepEvent.SKIP,
+            user,
+            detail={"reason": reason},
+            values={"result": json.dumps({"by": user, "reason": reason})},
+        )
 
     def retry(self, run_id: str, step_id: str, user: str, *, target: str | None = None) -> None:
         """Retry a failed (or unknown) step, or one failed target of a fan-out step."""

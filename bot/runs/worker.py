@@ -10,9 +10,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from actions.registry import Outcome, StepContext, action_for
+from actions import settings_xml
+from actions.registry import Outcome, StepContext, action_for, guid_fact, read_settings
 from actions.storage_platform_db import StoragePlatformDb
-from bot.errors import ExecutionError, StateConflict
+from bot.errors import ExecutionError, StateConflict, UsageError
 from bot.runs import policy
 from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepEvent, StepState
 from bot.runs.runbook import ResolvedStep, Target
@@ -47,7 +48,7 @@ class Worker:
         self.database = database or (lambda: StoragePlatformDb.from_env(service.config.db))
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run")
         self._targets = ThreadPoolExecutor(max_workers=max_parallel_targets, thread_name_prefix="target")
-        self._locks: dict[str, threading.Lock] = {}
+        self._busy: set[str] = set()
         self._again: set[str] = set()
         self._guard = threading.Lock()
 
@@ -60,30 +61,29 @@ class Worker:
     def kick(self, run_id: str) -> Future[None] | None:
         """Advance ``run_id`` in the background; a kick while it is advancing makes it look again."""
         with self._guard:
-            lock = self._locks.setdefault(run_id, threading.Lock())
-            if lock.locked():
+            if run_id in self._busy:
                 self._again.add(run_id)
                 return None
-        return self._pool.submit(self._advance_loop, run_id)
+            self._busy.add(run_id)
+        try:
+            return self._pool.submit(self._advance_loop, run_id)
+        except RuntimeError:  # shutting down
+            with self._guard:
+                self._busy.discard(run_id)
+            return None
 
     def _advance_loop(self, run_id: str) -> None:
-        lock = self._locks[run_id]
-        if not lock.acquire(blocking=False):
-            with self._guard:
-                self._again.add(run_id)
-            return
-        try:
-            while True:
-                try:
-                    self.advance(run_id)
-                except Exception:  # keep the worker alive; the error is logged with its run
-                    log.exception("advancing run %s failed", run_id)
-                with self._guard:
-                    if run_id not in self._again:
-                        return
+        while True:
+            try:
+                self.advance(run_id)
+            except Exception:  # keep the worker alive; the error is logged with its run
+                log.exception("advancing run %s failed", run_id)
+            with self._guard:  # decide and release under one lock, so no kick is lost
+                if run_id in self._again:
                     self._again.discard(run_id)
-        finally:
-            lock.release()
+                    continue
+                self._busy.discard(run_id)
+                return
 
     # ------------------------------------------------------------------ the run loop
 
@@ -95,6 +95,7 @@ class Worker:
             partner=view.run.partner,
             facts=self._facts(view),
             database=self.database,
+            scope=view.run.scope,
         )
 
     def _facts(self, view: RunView) -> dict[str, Any]:
@@ -270,6 +271,22 @@ class Worker:
     def _record(self, run_id: str, outcome: Outcome) -> None:
         for key, value in outcome.facts.items():
             self.service.record_fact(run_id, key, value)
+
+    def one_time_passwords(self, run_id: str, step_id: str) -> dict[str, str]:
+        """Host name -> OTP (first eight characters of its ServerGuid) for a step that needs one."""
+        view = self.service.view(run_id)
+        step = view.step(step_id).step
+        if not step.spec.otp:
+            raise UsageError(f"Step {step_id} needs no one-time password.")
+        ctx = self.context(view)
+        hosts = [t.values["otp_host"] for t in step.targets if "otp_host" in t.values]
+        out: dict[str, str] = {}
+        for name in dict.fromkeys(hosts):
+            guid = ctx.facts.get(guid_fact(name))
+            if not guid:
+                guid = settings_xml.read_server_guid(read_settings(ctx, ctx.host(name)).content)
+            out[name] = settings_xml.otp_from_guid(str(guid))
+        return out
 
     # ------------------------------------------------------------------ after a crash
 

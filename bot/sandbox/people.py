@@ -149,8 +149,12 @@ class SlackPerson:
         retry_num: int | None = None,
         timestamp: int | None = None,
         bad_signature: bool = False,
+        inputs: dict[tuple[str, str], str] | None = None,
     ) -> Response:
-        """Click the button ``action_id`` (with ``value`` if given) on ``message``; a confirm dialog is accepted."""
+        """Click the button ``action_id`` (with ``value`` if given) on ``message``; a confirm dialog is accepted.
+
+        ``inputs`` fills the message's text inputs first: ``{(block_id, action_id): text}``.
+        """
         present = buttons(message.blocks)
         matches = [b for b in present if b.action_id == action_id and (value is None or b.value == value)]
         if not matches:
@@ -159,6 +163,9 @@ class SlackPerson:
             ts = message.ts if isinstance(message, Message) else message.message_ts
             raise ButtonNotFound(f"no button {wanted} in message {ts}; buttons present: {listing}")
         payload = self.block_actions_payload(message, matches[0], channel=channel)
+        for (block_id, input_id), text in (inputs or {}).items():
+            values = payload["state"]["values"].setdefault(block_id, {})
+            values[input_id] = {"type": "plain_text_input", "value": text}
         return self.click_raw(payload, retry_num=retry_num, timestamp=timestamp, bad_signature=bad_signature)
 
     def click_raw(

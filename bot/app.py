@@ -1,0 +1,116 @@
+"""Builds the bolt App and the bot's runtime (store, service, worker, presenter); never at import time."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from sqlalchemy.exc import IntegrityError
+
+from actions.winrm import WinRMExecutor
+from bot import config as cfg
+from bot.config import Config
+from bot.listeners import actions, commands
+from bot.listeners.common import BotContext, GroupDirectory
+from bot.presenter import Presenter
+from bot.runs.service import RunService
+from bot.runs.worker import Worker
+from bot.store.db import Store, utcnow
+from bot.store.models import ProcessedDelivery
+
+log = logging.getLogger(__name__)
+
+
+def web_client(token: str, base_url: str | None = None) -> WebClient:
+    """A Web API client that honours Retry-After on HTTP 429."""
+    kwargs: dict[str, Any] = {"token": token, "retry_handlers": [RateLimitErrorRetryHandler(max_retry_count=3)]}
+    if base_url:
+        kwargs["base_url"] = base_url if base_url.endswith("/") else base_url + "/"
+    return WebClient(**kwargs)
+
+
+@dataclass
+class Runtime:
+    """Everything one bot process runs on."""
+
+    config: Config
+    store: Store
+    client: WebClient
+    context: BotContext
+    app: App
+    executor: WinRMExecutor
+
+    def close(self) -> None:
+        self.context.worker.close()
+        self.executor.close()
+        self.store.dispose()
+
+
+def delivery_key(body: dict[str, Any]) -> str | None:
+    """What identifies one delivery across Slack's retries and replays."""
+    if body.get("type") == "block_actions":
+        acts = body.get("actions") or [{}]
+        user = (body.get("user") or {}).get("id", "")
+        return f"click:{user}:{acts[0].get('action_ts', '')}:{acts[0].get('action_id', '')}"
+    if body.get("command"):
+        return f"command:{body.get('trigger_id', '')}"
+    return None
+
+
+def build_app(ctx: BotContext, *, token: str, signing_secret: str) -> App:
+    app = App(token=token, signing_secret=signing_secret, client=ctx.client, token_verification_enabled=False)
+
+    @app.middleware
+    def once_per_delivery(body: dict[str, Any], next: Any, ack: Any) -> BoltResponse | None:  # noqa: A002
+        """A Slack retry or a replayed click is acknowledged and does nothing a second time."""
+        key = delivery_key(body)
+        if key is not None:
+            try:
+                with ctx.store.session() as s:
+                    s.add(ProcessedDelivery(key=key[:200], created_at=utcnow()))
+            except IntegrityError:
+                log.info("ignoring a repeated delivery %s", key)
+                ack()
+                return BoltResponse(status=200, body="")
+        return next()  # type: ignore[no-any-return]
+
+    commands.register(app, ctx)
+    actions.register(app, ctx)
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any]) -> None:
+        log.error("unhandled error for a %s request: %s", body.get("type") or body.get("command"), error)
+
+    return app
+
+
+def build_runtime(
+    config: Config,
+    *,
+    store: Store | None = None,
+    token: str | None = None,
+    signing_secret: str | None = None,
+    api_url: str | None = None,
+    post_interval_s: float | None = None,
+) -> Runtime:
+    """Wire the bot's parts. Secrets and the Slack URL default to the environment."""
+    token = token if token is not None else cfg.secret("SLACK_BOT_TOKEN")
+    signing_secret = signing_secret if signing_secret is not None else cfg.secret("SLACK_SIGNING_SECRET")
+    api_url = api_url if api_url is not None else cfg.env("SLACK_API_URL")
+    store = store or Store(cfg.db_url())
+    client = web_client(token, api_url)
+    groups = GroupDirectory(client, config.slack.group_cache_s)
+    service = RunService(store, config, group_members=groups.members)
+    executor = WinRMExecutor()
+    interval = config.slack.post_interval_s if post_interval_s is None else post_interval_s
+    presenter = Presenter(service, client, post_interval_s=interval)
+    worker = Worker(service, executor, notify=lambda run_id, what: presenter.sync(run_id, what))
+    ctx = BotContext(
+        config=config, store=store, service=service, worker=worker, presenter=presenter, client=client, groups=groups
+    )
+    app = build_app(ctx, token=token, signing_secret=signing_secret or "unset")
+    return Runtime(config=config, store=store, client=client, context=ctx, app=app, executor=executor)

@@ -1,0 +1,176 @@
+"""The ``/failover`` slash command: parse, check who may, acknowledge at once, then act."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.blocks.cards import status_text
+from bot.errors import PermissionDenied, UsageError, UserError
+from bot.listeners.common import BotContext, guarded
+from bot.runs import policy
+from bot.store.db import utcnow
+
+USAGE = """*Usage:* `/failover <command>`
+• `start <site> [scope=all|account|storage] [storage=<name,...>]` — fail <site> over to its partner
+• `failback <site> [scope=…] [storage=…] [rebuilt]` — bring <site> back as the primary
+• `status [<run-id>]` — where the active (or last) run stands
+• `plan start|failback <site> [options]` — the resolved runbook, changes nothing
+• `check <site>` — read-only preflight of <site> and its partner
+• `abort [<reason>]` — stop the active run (operators)
+• `report [<run-id>]` — post the run's audit report in its thread
+• `help` — this message"""
+
+
+def register(app: App, ctx: BotContext) -> None:
+    @app.command("/failover")
+    def failover(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        with guarded(ctx, respond, body.get("user_id", "?"), "command"):
+            handle(ctx, body, respond)
+
+
+def _reply(respond: Respond, text: str) -> None:
+    respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+def _chunks(text: str, limit: int = 2800) -> list[str]:
+    out, cur = [], ""
+    for line in text.splitlines():
+        if len(cur) + len(line) + 1 > limit:
+            out.append(cur)
+            cur = ""
+        cur += line + "\n"
+    return [*out, cur] if cur else out
+
+
+def handle(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
+    user = body.get("user_id", "")
+    channel = body.get("channel_id", "")
+    try:
+        words = shlex.split(body.get("text") or "")
+    except ValueError as exc:
+        raise UsageError(f"Could not read that command ({exc}).\n{USAGE}") from None
+    if not words:
+        raise UsageError(USAGE)
+    sub, args = words[0].lower(), words[1:]
+    if sub not in policy.READ_ONLY_COMMANDS | policy.OPERATOR_COMMANDS:
+        raise UsageError(f"Unknown command `{sub}`.\n{USAGE}")
+    settings = ctx.config.slack
+    try:
+        policy.check_channel(settings, channel)
+        policy.check_command(settings, sub, user)
+    except PermissionDenied as exc:
+        ctx.service.refuse(None, user, f"/failover {sub}", str(exc))
+        raise
+    if sub == "help":
+        _reply(respond, USAGE)
+    elif sub in ("start", "failback"):
+        _start(ctx, "failover" if sub == "start" else "failback", args, user, channel, respond)
+    elif sub == "status":
+        _status(ctx, args, respond)
+    elif sub == "plan":
+        _plan(ctx, args, respond)
+    elif sub == "check":
+        _check(ctx, args, respond)
+    elif sub == "abort":
+        _abort(ctx, args, user, respond)
+    elif sub == "report":
+        _report(ctx, args, respond)
+
+
+def _start(ctx: BotContext, direction: str, args: list[str], user: str, channel: str, respond: Respond) -> None:
+    if not args:
+        raise UsageError(
+            f"Which site? `/failover {'start' if direction == 'failover' else 'failback'} <site>`; "
+            f"sites: {', '.join(sorted(ctx.config.sites))}"
+        )
+    site, options = args[0], args[1:]
+    try:
+        run = ctx.service.open_run(direction, site, options, user, channel)
+    except UserError as exc:
+        ctx.service.refuse(None, user, f"/failover {direction} {site}", str(exc))
+        raise
+    _reply(respond, f"Opened *{run.id}*: {direction} of {site}. Follow the thread in this channel.")
+    ctx.presenter.sync(run.id)
+    ctx.worker.kick(run.id)
+
+
+def _pick_run(ctx: BotContext, args: list[str]) -> Any:
+    if args:
+        return ctx.service.get_run(args[0])
+    run = ctx.service.active_run() or ctx.service.last_run()
+    if run is None:
+        raise UsageError("There is no run yet. `/failover start <site>` opens one.")
+    return run
+
+
+def _status(ctx: BotContext, args: list[str], respond: Respond) -> None:
+    run = _pick_run(ctx, args)
+    view = ctx.service.view(run.id)
+    link = ctx.permalink(run.channel, run.thread_ts)
+    _reply(respond, status_text(view, utcnow(), link))
+
+
+def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:
+    from bot.runs.runbook import format_plan, resolve
+
+    if len(args) < 2 or args[0] not in ("start", "failback"):
+        raise UsageError("`/failover plan start|failback <site> [options]`")
+    direction = "failover" if args[0] == "start" else "failback"
+    ctx.config.site(args[1])
+    options = ctx.service.resolve_options(direction, args[1], args[2:])
+    text = format_plan(resolve(ctx.config, direction, args[1], options), ctx.config)  # type: ignore[arg-type]
+    for chunk in _chunks(text)[:5]:
+        _reply(respond, f"```{chunk}```")
+
+
+def _check(ctx: BotContext, args: list[str], respond: Respond) -> None:
+    from actions.preflight import check_site, format_checks
+
+    if not args:
+        raise UsageError("`/failover check <site>`")
+    ctx.config.site(args[0])
+    results = check_site(ctx.config, args[0], executor=ctx.worker.executor)
+    verdict = "all checks passed" if all(r.ok for r in results) else "some checks FAILED"
+    for chunk in _chunks(format_checks(results))[:4]:
+        _reply(respond, f"```{chunk}```")
+    _reply(respond, f"check {args[0]}: {verdict}")
+
+
+def _abort(ctx: BotContext, args: list[str], user: str, respond: Respond) -> None:
+    run = ctx.service.active_run()
+    if run is None:
+        raise UsageError("There is no active run to abort.")
+    reason = " ".join(args) or "aborted with /failover abort"
+    ctx.service.abort(run.id, user, reason)
+    _reply(respond, f"Aborted {run.id}.")
+    ctx.presenter.sync(run.id)
+
+
+def _report(ctx: BotContext, args: list[str], respond: Respond) -> None:
+    from bot.report import build_report
+
+    run = _pick_run(ctx, args)
+    report = build_report(ctx.store, run.id)
+    text = report.to_markdown()
+    chunks = _chunks(text)
+    if not run.thread_ts:
+        for chunk in chunks[:5]:
+            _reply(respond, f"```{chunk}```")
+        return
+    shown = chunks[:10]
+    for chunk in shown:
+        ctx.presenter.post(
+            run.channel,
+            f"Report of {run.id}",
+            [{"type": "section", "text": {"type": "mrkdwn", "text": f"```{chunk}```"}}],
+            thread_ts=run.thread_ts,
+        )
+    if len(chunks) > len(shown):
+        ctx.presenter.post(
+            run.channel, f"(report shortened: `failover-bot report {run.id}` prints all of it)", thread_ts=run.thread_ts
+        )
+    _reply(respond, f"Posted the report of {run.id} in its thread.")

@@ -1,0 +1,100 @@
+"""What listeners share: the bot's parts, friendly error replies, and the approver-group directory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt import Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.config import Config
+from bot.errors import UserError
+from bot.presenter import Presenter
+from bot.runs.service import RunService
+from bot.runs.worker import Worker
+from bot.store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+class GroupDirectory:
+    """Members of Slack user groups, looked up through Slack and cached for a while."""
+
+    def __init__(self, client: WebClient, ttl_s: float) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def members(self, group: str) -> frozenset[str]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(group)
+            if hit and now - hit[0] < self.ttl_s:
+                return hit[1]
+        try:
+            users = frozenset(self.client.usergroups_users_list(usergroup=group).get("users", []))
+        except SlackApiError as exc:
+            log.warning("cannot list members of user group %s: %s", group, exc.response.get("error"))
+            users = frozenset()
+        with self._lock:
+            self._cache[group] = (now, users)
+        return users
+
+
+@dataclass
+class BotContext:
+    config: Config
+    store: Store
+    service: RunService
+    worker: Worker
+    presenter: Presenter
+    client: WebClient
+    groups: GroupDirectory
+    permalinks: dict[str, str] = field(default_factory=dict)
+
+    def permalink(self, channel: str, ts: str | None) -> str | None:
+        if not channel or not ts:
+            return None
+        key = f"{channel}:{ts}"
+        if key not in self.permalinks:
+            try:
+                self.permalinks[key] = str(self.client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"])
+            except SlackApiError:
+                return None
+        return self.permalinks[key]
+
+
+@contextmanager
+def guarded(ctx: BotContext, respond: Respond, user: str, what: str) -> Iterator[None]:
+    """Known errors become a friendly ephemeral answer; unknown ones get a correlation id in the log."""
+    try:
+        yield
+    except UserError as exc:
+        respond(text=str(exc), response_type="ephemeral", replace_original=False)
+    except Exception as exc:  # the person still gets an answer; details go to the log only
+        ref = uuid.uuid4().hex[:8]
+        log.exception("error %s while handling %s for %s", ref, what, user)
+        respond(
+            text=f"Something went wrong on the bot's side (reference {ref}); nothing was changed by this "
+            f"request. The operator can find {ref} in the bot's log. ({type(exc).__name__})",
+            response_type="ephemeral",
+            replace_original=False,
+        )
+
+
+def reason_from(body: dict[str, Any]) -> str:
+    values = (body.get("state") or {}).get("values") or {}
+    for block in values.values():
+        for element in block.values():
+            if element.get("value"):
+                return str(element["value"]).strip()
+    return ""

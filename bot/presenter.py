@@ -1,0 +1,161 @@
+"""Keeps the incident thread in step with the run: status card, one step card at a time, broadcasts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.blocks.cards import direction_title, status_card, step_card
+from bot.runs.machine import StepState
+from bot.runs.service import RunService, RunView
+from bot.store.db import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ChannelPacer:
+    """Spaces chat.postMessage calls per channel (Slack allows about one a second)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, channel: str) -> None:
+        if self.interval_s <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            ready = self._last.get(channel, 0.0) + self.interval_s
+            self._last[channel] = max(now, ready)
+        if ready > now:
+            time.sleep(ready - now)
+
+
+class Presenter:
+    """Renders run state into Slack. Idempotent: ``sync`` any number of times, only changes are sent."""
+
+    def __init__(
+        self,
+        service: RunService,
+        client: WebClient,
+        *,
+        post_interval_s: float = 1.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.service = service
+        self.client = client
+        self.clock = clock
+        self.pacer = ChannelPacer(post_interval_s)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._rendered: dict[str, str] = {}  # message ts -> digest of the blocks last sent
+        self._announced: set[str] = set()
+
+    def _lock(self, run_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(run_id, threading.Lock())
+
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+        broadcast: bool = False,
+    ) -> str:
+        self.pacer.wait(channel)
+        resp = self.client.chat_postMessage(
+            channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, reply_broadcast=broadcast or None
+        )
+        return str(resp["ts"])
+
+    def _update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        digest = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
+        if self._rendered.get(ts) == digest:
+            return  # coalesced: nothing changed since the last update
+        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        self._rendered[ts] = digest
+
+    def sync(self, run_id: str, what: str = "") -> None:
+        """Bring the thread up to date with the stored run state."""
+        try:
+            with self._lock(run_id):
+                self._sync(run_id)
+        except SlackApiError as exc:
+            log.warning("Slack refused an update of run %s: %s", run_id, exc.response.get("error"))
+
+    def _sync(self, run_id: str) -> None:
+        view = self.service.view(run_id)
+        run = view.run
+        if not run.channel:
+            return
+        now = self.clock()
+        title = direction_title(view)
+        if run.thread_ts is None:
+            ts = self.post(run.channel, title, status_card(view, now))
+            self.service.set_thread(run_id, run.channel, ts)
+            view = self.service.view(run_id)
+            self._rendered[ts] = ""
+        thread = view.run.thread_ts
+        assert thread is not None
+        for sv in view.steps:
+            if sv.row.posted_at is None:
+                continue  # never reached, or not needed
+            blocks = step_card(view, sv)
+            text = f"{sv.step.id} {sv.step.title}: {sv.state.replace('_', ' ')}"
+            if sv.row.message_ts is None:
+                if not self.service.claim_message(run_id, sv.step.id):
+                    continue  # another process posts it
+                ts = self.post(run.channel, text, blocks, thread_ts=thread)
+                self.service.set_message_ts(run_id, sv.step.id, ts)
+                self._rendered[ts] = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
+            elif not sv.row.message_ts.startswith("posting"):
+                self._update(run.channel, sv.row.message_ts, text, blocks)
+            self._announce(view, sv)
+        self._update(run.channel, thread, title, status_card(view, now))
+        self._announce_run(view)
+
+    def _announce(self, view: RunView, sv: Any) -> None:
+        if sv.state != StepState.FAILED:
+            return
+        key = f"{view.run.id}:{sv.step.id}:{sv.row.attempt}:{sv.row.finished_at}:failed"
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        self.post(
+            view.run.channel,
+            f"❌ {view.run.id} step {sv.step.id} ({sv.step.title}) failed: {(sv.row.error or '')[:500]}",
+            thread_ts=view.run.thread_ts,
+            broadcast=True,
+        )
+
+    def _announce_run(self, view: RunView) -> None:
+        run = view.run
+        if run.state == "active":
+            return
+        key = f"{run.id}:{run.state}"
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        if run.state == "completed":
+            text = (
+                f"✅ {direction_title(view)} completed: all {len(view.steps)} steps done. `/failover report {run.id}`"
+            )
+        else:
+            text = f"🛑 {direction_title(view)} aborted: {run.abort_reason or 'no reason given'}"
+        self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=True)
+
+    def say_in_thread(self, run_id: str, text: str, *, broadcast: bool = False) -> None:
+        run = self.service.get_run(run_id)
+        if run.channel and run.thread_ts:
+            self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=broadcast)

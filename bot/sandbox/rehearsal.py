@@ -1,0 +1,262 @@
+"""A whole rehearsal on one machine: simulated platform, Slack stand-in, the bot's HTTP endpoint, three people.
+
+Used by the demo and by the end-to-end tests: the people click exactly what a person would see in the
+thread, with signed requests, and wait (with deadlines) for the bot to move on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actions.simulated import SimulatedPlatform
+from bot.app import Runtime, build_runtime
+from bot.config import Config, load_config
+from bot.runs.machine import StepState
+from bot.runs.service import RunView, StepView
+from bot.runs.worker import bot_executes
+from bot.sandbox.people import SlackPerson
+from bot.sandbox.slack_api import FakeSlackApi, Message
+from bot.server import HttpBot, start_up
+from bot.slack_ids import ActionId, BlockId
+from bot.store.db import Store
+
+SIGNING_SECRET = "sandbox-signing-secret"  # a rehearsal value, not a secret
+BOT_TOKEN = "xoxb-sandbox-token"
+CHANNEL = "C0INCIDENT"
+
+
+class RehearsalError(AssertionError):
+    """The rehearsal did not go as a person would expect."""
+
+
+@dataclass
+class Rehearsal:
+    config: Config
+    platform: SimulatedPlatform
+    slack: FakeSlackApi
+    runtime: Runtime
+    http: HttpBot
+    state_dir: Path
+    people: dict[str, SlackPerson] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def service(self) -> Any:
+        return self.runtime.context.service
+
+    def person(self, user_id: str) -> SlackPerson:
+        return self.people[user_id]
+
+    # ------------------------------------------------------------------ platform state
+
+    def faults(self, host: str, **faults: Any) -> None:
+        (self.state_dir / host / "faults.json").write_text(json.dumps(faults), encoding="utf-8")
+
+    def operations(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "operations.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    # ------------------------------------------------------------------ Slack side
+
+    def thread(self, run_id: str) -> list[Message]:
+        run = self.service.get_run(run_id)
+        if not run.thread_ts:
+            return []
+        return self.slack.thread(run.channel, run.thread_ts)
+
+    def message_of(self, run_id: str, step_id: str, timeout: float = 10.0) -> Message:
+        """The step's message in the thread, once the bot has posted it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.service.view(run_id).step(step_id).row
+            if row.message_ts and not row.message_ts.startswith("posting"):
+                run = self.service.get_run(run_id)
+                try:
+                    return self.slack.message(run.channel, row.message_ts)
+                except KeyError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RehearsalError(f"the bot did not post step {step_id} of {run_id} within {timeout} s")
+            time.sleep(0.02)
+
+    def wait_until(self, what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise RehearsalError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.02)
+
+    def settled(self, run_id: str, timeout: float = 60.0) -> RunView:
+        """Wait until the run waits on people (or is finished), and return the view that showed it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.service.view(run_id)
+            if self._waits_on_people(view):
+                return view
+            if time.monotonic() > deadline:
+                raise RehearsalError(f"timed out after {timeout} s waiting for {run_id} to wait on people")
+            time.sleep(0.02)
+
+    @staticmethod
+    def _waits_on_people(view: RunView) -> bool:
+        cur = view.current
+        if view.run.state != "active":
+            return True
+        if cur is None:
+            return False  # the worker is about to complete the run
+        if cur.state in (StepState.PENDING, StepState.RUNNING):
+            return False
+        if cur.state == StepState.APPROVED and bot_executes(cur.step):
+            return False
+        if cur.state == StepState.AWAITING_APPROVAL and len(cur.approvers) >= max(cur.needed, 1):
+            return False  # the last approval is being turned into "approved"
+        row = cur.row
+        return bool(row.message_ts) and not row.message_ts.startswith("posting")
+
+    def start(self, user: str, text: str) -> str:
+        before = self.service.last_run()
+        resp = self.person(user).command(text, channel=CHANNEL)
+        if resp.status != 200:
+            raise RehearsalError(f"/failover {text} answered HTTP {resp.status}")
+        self.wait_until(
+            f"a run opened by /failover {text}",
+            lambda: (
+                (self.service.last_run() or before) is not before
+                and self.service.last_run() is not None
+                and (before is None or self.service.last_run().id != before.id)
+            ),
+        )
+        run_id = self.service.last_run().id
+        self.log.append(f"{user}: /failover {text} -> {run_id}")
+        return str(run_id)
+
+    def click(
+        self,
+        user: str,
+        run_id: str,
+        step_id: str,
+        action: ActionId,
+        value: str | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        msg = self.message_of(run_id, step_id)
+        inputs = {(str(BlockId.REASON), str(ActionId.REASON_INPUT)): reason} if reason else None
+        resp = self.person(user).click(msg, str(action), value, inputs=inputs)
+        if resp.status != 200:
+            raise RehearsalError(f"click {action} on {step_id} answered HTTP {resp.status}")
+        self.log.append(f"{user}: {action} on {step_id}" + (f" ({reason})" if reason else ""))
+
+    def run_through(
+        self,
+        run_id: str,
+        *,
+        initiator: str,
+        approvers: tuple[str, str],
+        choices: dict[str, str] | None = None,
+        reveal: bool = True,
+        override_reason: str | None = None,
+    ) -> RunView:
+        """Click through every step as the people would, until the run is finished."""
+        choices = choices or {}
+        first, second = approvers
+        revealed: set[str] = set()
+        for _ in range(400):
+            view = self.settled(run_id)
+            cur = view.current
+            if view.run.state != "active" or cur is None:
+                return view
+            step = cur.step
+            if reveal and step.spec.otp and step.id not in revealed:
+                revealed.add(step.id)
+                self.click(first, run_id, step.id, ActionId.REVEAL_OTP)
+            before = (cur.state, cur.row.attempt, len(cur.approvers), len(cur.mark_done_votes))
+            self._act(run_id, cur, first, second, choices, override_reason)
+            self.wait_until(f"{step.id} to move on", lambda: self._moved(run_id, step.id, before))
+        raise RehearsalError(f"{run_id} did not finish")
+
+    def _moved(self, run_id: str, step_id: str, before: tuple[Any, ...]) -> bool:
+        sv = self.service.view(run_id).step(step_id)
+        return (sv.state, sv.row.attempt, len(sv.approvers), len(sv.mark_done_votes)) != before
+
+    def _act(
+        self, run_id: str, cur: StepView, first: str, second: str, choices: dict[str, str], override_reason: str | None
+    ) -> None:
+        step = cur.step
+        if cur.state == StepState.FAILED:
+            if step.id == "F0" and override_reason:
+                voter = second if first in cur.mark_done_votes else first
+                self.click(voter, run_id, step.id, ActionId.MARK_DONE, reason=override_reason)
+                return
+            raise RehearsalError(f"step {step.id} failed: {cur.row.error}")
+        if cur.state == StepState.AWAITING_APPROVAL:
+            if step.risk == "destructive":
+                self.click(second if first in cur.approvers else first, run_id, step.id, ActionId.APPROVE)
+            elif bot_executes(step):
+                self.click(first, run_id, step.id, ActionId.APPROVE)
+            else:
+                self._done(run_id, cur, second, choices)
+            return
+        if cur.state == StepState.APPROVED and not bot_executes(step):
+            self._done(run_id, cur, second, choices)
+            return
+        raise RehearsalError(f"step {step.id} is {cur.state}; nothing a person can do")
+
+    def _done(self, run_id: str, cur: StepView, user: str, choices: dict[str, str]) -> None:
+        options = cur.step.spec.choices
+        value = None
+        if options:
+            from bot.slack_ids import ButtonRef
+
+            value = ButtonRef(run_id, cur.step.id, cur.row.attempt, choices.get(cur.step.id, options[0])).encode()
+        self.click(user, run_id, cur.step.id, ActionId.DONE, value)
+
+
+@contextmanager
+def rehearsal(
+    config_path: Path, state_dir: Path, *, db_url: str | None = None, people: dict[str, str] | None = None
+) -> Iterator[Rehearsal]:
+    """Start everything on loopback; stop everything on exit."""
+    config = load_config(config_path)
+    platform = SimulatedPlatform(config, state_dir)
+    env = {
+        "FAILOVER_WINRM_USER": "rehearsal-admin",
+        "FAILOVER_WINRM_PASSWORD": "rehearsal-password",
+        config.db.odbc_env: platform.database.odbc_connection_string(),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    platform.start()
+    slack = FakeSlackApi(token=BOT_TOKEN).start()
+    store = Store(db_url or f"sqlite:///{state_dir / 'failover-bot.db'}")
+    runtime = build_runtime(
+        config, store=store, token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=slack.api_url, post_interval_s=0
+    )
+    start_up(runtime)
+    http = HttpBot(runtime).start()
+    names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
+    try:
+        r = Rehearsal(config, platform, slack, runtime, http, state_dir)
+        for uid, name in names.items():
+            r.people[uid] = SlackPerson(uid, name, bot_url=http.url, signing_secret=SIGNING_SECRET, slack=slack)
+        yield r
+    finally:
+        http.stop()
+        runtime.close()
+        slack.stop()
+        platform.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
