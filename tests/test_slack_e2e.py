@@ -214,15 +214,7 @@ def test_destructive_step_rules(tmp_path: Path) -> None:
             view = r.settled(fb)
             if view.current.step.id == "B11":
                 break
-            r._act(fb, view.current, BOB, CAROL, {}, None)
-            sid = view.current.step.id
-            before = (
-                view.current.state,
-                view.current.row.attempt,
-                len(view.current.approvers),
-                len(view.current.mark_done_votes),
-            )
-            r.wait_until("move", lambda: r._moved(fb, sid, before))
+            r.act_once(fb, view.current, (BOB, CAROL))
         msg = r.message_of(fb, "B11")
         approve = [
             e

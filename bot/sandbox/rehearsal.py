@@ -175,14 +175,19 @@ class Rehearsal:
             cur = view.current
             if view.run.state != "active" or cur is None:
                 return view
-            step = cur.step
-            if reveal and step.spec.otp and step.id not in revealed:
-                revealed.add(step.id)
-                self.click(first, run_id, step.id, ActionId.REVEAL_OTP)
-            before = (cur.state, cur.row.attempt, len(cur.approvers), len(cur.mark_done_votes))
-            self._act(run_id, cur, first, second, choices, override_reason)
-            self.wait_until(f"{step.id} to move on", lambda: self._moved(run_id, step.id, before))
+            if reveal and cur.step.spec.otp and cur.step.id not in revealed:
+                revealed.add(cur.step.id)
+                self.click(first, run_id, cur.step.id, ActionId.REVEAL_OTP)
+            self.act_once(run_id, cur, approvers, choices, override_reason)
         raise RehearsalError(f"{run_id} did not finish")
+
+    def act_once(self, run_id: str, cur: StepView, approvers: tuple[str, str],
+                 choices: dict[str, str] | None = None, override_reason: str | None = None) -> None:
+        """Do what the current step asks of people, once, and wait until the bot has taken it in."""
+        step_id = cur.step.id
+        before = (cur.state, cur.row.attempt, len(cur.approvers), len(cur.mark_done_votes))
+        self._act(run_id, cur, approvers[0], approvers[1], choices or {}, override_reason)
+        self.wait_until(f"{step_id} to move on", lambda: self._moved(run_id, step_id, before))
 
     def _moved(self, run_id: str, step_id: str, before: tuple[Any, ...]) -> bool:
         sv = self.service.view(run_id).step(step_id)
