@@ -14,6 +14,7 @@ import pytest
 
 from actions import settings_xml
 from bot.blocks.render import render_thread
+from bot.report import build_report
 from bot.runs.machine import StepState
 from bot.sandbox.rehearsal import Rehearsal, rehearsal
 from bot.slack_ids import ActionId
@@ -177,15 +178,17 @@ def test_refusals(rh: Rehearsal) -> None:
     rh.wait_until("bob told once", lambda: any("(1 of 2)" in e.text for e in rh.slack.ephemerals(BOB)))
     assert rh.service.view(fo).step("F0").state == StepState.FAILED
     rh.click(CAROL, fo, "F0", ActionId.MARK_DONE, reason="confirmed: as-a isolated")
+    rh.wait_until("F0 marked done", lambda: rh.service.view(fo).step("F0").state == StepState.MARKED_DONE)
     view = rh.settled(fo)
     assert view.step("F0").state == StepState.MARKED_DONE and view.current.step.id == "F1"
     # a replayed click (same delivery again) and a Slack retry change nothing
     msg = rh.message_of(fo, "F1")
     resp = bob.click(msg, str(ActionId.APPROVE))
     assert resp.status == 200
-    assert bob.redeliver(retry_num=1).status == 200
-    view = rh.settled(fo)
-    assert view.step("F1").state == StepState.SUCCEEDED
+    assert bob.redeliver(retry_num=1).status == 200  # Slack's retry of the same delivery
+    assert bob.redeliver().status == 200  # the same click replayed
+    rh.wait_until("F1 done", lambda: rh.service.view(fo).step("F1").state == StepState.SUCCEEDED)
+    rh.settled(fo)
     stops = [o for o in rh.operations() if o["operation"] == "service.stop" and o["host"] == "as-b"]
     assert len(stops) == 1
     # a click on a finished step is answered and changes nothing
@@ -194,8 +197,9 @@ def test_refusals(rh: Rehearsal) -> None:
         "finished-step refusal",
         lambda: any("no longer current" in e.text or "does not need" in e.text for e in rh.slack.ephemerals(BOB)),
     )
-    events = [e["event"] for e in __import__("bot.report", fromlist=["x"]).build_report(rh.runtime.store, fo).events]
-    assert events.count("refused") >= 2
+    events = build_report(rh.runtime.store, fo).events
+    assert [e["event"] for e in events].count("refused") >= 2
+    assert len([e for e in events if e["event"] == "approval" and e["step_id"] == "F1"]) == 1
 
 
 def test_destructive_step_rules(tmp_path: Path) -> None:
