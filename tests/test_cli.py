@@ -1,0 +1,107 @@
+"""The command line as an operator uses it: plan, check and report, exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.runs.service import RunService
+from bot.store import audit
+from bot.store.db import Store
+from tests.conftest import EXAMPLE_CONFIG
+from tests.support.platform import running_platform, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FAILOVER_", "SLACK_"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120,
+                          env=full_env, cwd=cwd or ROOT)
+
+
+def test_plan_failover_prints_concrete_steps_and_changes_nothing(tmp_path: Path) -> None:
+    proc = run_cli("plan", "start", "site-a", "--config", str(EXAMPLE_CONFIG), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for step in ("F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8"):
+        assert re.search(rf"\b{step}\b", out), step
+    assert "Attix5ProAccountServer" in out and "as-b" in out
+    assert r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml" in out
+    assert "127.0.20.21:443" in out and "127.0.20.22:443" in out
+    assert not list(tmp_path.iterdir())  # no state database, no files
+
+
+def test_plan_failback_rebuilt_and_scope(tmp_path: Path) -> None:
+    proc = run_cli("plan", "failback", "site-a", "rebuilt", "scope=account", "--config", str(EXAMPLE_CONFIG),
+                   env={"FAILOVER_DB_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\bR1\b", proc.stdout) and not re.search(r"\bB1\b", proc.stdout)
+    assert "one-time password" in proc.stdout.lower()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["plan", "start", "site-z"], "unknown site 'site-z'"),
+    (["plan", "start", "site-a", "scope=everything"], "scope"),
+    (["plan", "start", "site-a", "storage=ss-zz"], "ss-zz"),
+    (["plan", "start", "site-a", "rebuilt"], "rebuilt"),
+    (["plan", "sideways", "site-a"], "invalid choice"),
+    (["report"], "run_id"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
+    proc = run_cli(*args, "--config", str(EXAMPLE_CONFIG)) if args[0] == "plan" else run_cli(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_passes_on_a_healthy_platform_and_fails_when_a_host_is_down(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "cfg")
+    with running_platform(config, tmp_path / "state") as platform:
+        env = {k: os.environ[k] for k in ("FAILOVER_WINRM_USER", "FAILOVER_WINRM_PASSWORD", "FAILOVER_ODBC")}
+        ok = run_cli("check", "site-a", "--config", str(config), env=env)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        for host in ("as-a", "as-b", "ss-a1", "ss-a2", "ms-b1", "ms-b2"):
+            assert host in ok.stdout
+        assert "all checks passed" in ok.stdout and "FAIL" not in ok.stdout
+        assert "Master" in ok.stdout and "Slave" in ok.stdout
+        (platform.host_dir("ss-a2") / "faults.json").write_text('{"refuse": true}')
+        bad = run_cli("check", "site-a", "--config", str(config), env=env)
+        assert bad.returncode == 1
+        assert re.search(r"ss-a2\s+winrm\s+FAIL", bad.stdout)
+        assert "simulated-password" not in bad.stdout + bad.stderr
+
+
+def test_report_shows_the_timeline_and_detects_tampering(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    store = Store(f"sqlite:///{db}")
+    from bot.config import load_config
+
+    service = RunService(store, load_config(EXAMPLE_CONFIG))
+    run = service.open_run("failover", "site-a", ["scope=account"], "U0ALICE", "C0INCIDENT")
+    audit.record(store, run.id, "U0BOB", "refused", detail={"action": "approve", "reason": "not current"})
+    service.abort(run.id, "U0ALICE", "rehearsal over")
+    store.dispose()
+    env = {"FAILOVER_DB_URL": f"sqlite:///{db}"}
+    md = run_cli("report", run.id, env=env)
+    assert md.returncode == 0, md.stderr
+    assert "audit chain: intact" in md.stdout
+    assert "run.started" in md.stdout and "run.aborted" in md.stdout and "U0BOB" in md.stdout
+    js = run_cli("report", run.id, "--format", "json", env=env)
+    assert js.returncode == 0 and '"chain_intact": true' in js.stdout
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE audit_events SET actor = 'U0MALLORY' WHERE seq = 2"))
+    engine.dispose()
+    broken = run_cli("report", run.id, env=env)
+    assert broken.returncode == 1
+    assert "BROKEN" in broken.stdout and "#2" in broken.stdout
+    missing = run_cli("report", "FO-99", env=env)
+    assert missing.returncode == 2 and "no run 'FO-99'" in missing.stderr
