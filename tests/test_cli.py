@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("FAILOVER_", "SLACK_"))}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120,
-                          env=full_env, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120, env=full_env, cwd=cwd or ROOT
+    )
 
 
 def test_plan_failover_prints_concrete_steps_and_changes_nothing(tmp_path: Path) -> None:
@@ -40,21 +41,32 @@ def test_plan_failover_prints_concrete_steps_and_changes_nothing(tmp_path: Path)
 
 
 def test_plan_failback_rebuilt_and_scope(tmp_path: Path) -> None:
-    proc = run_cli("plan", "failback", "site-a", "rebuilt", "scope=account", "--config", str(EXAMPLE_CONFIG),
-                   env={"FAILOVER_DB_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    proc = run_cli(
+        "plan",
+        "failback",
+        "site-a",
+        "rebuilt",
+        "scope=account",
+        "--config",
+        str(EXAMPLE_CONFIG),
+        env={"FAILOVER_DB_URL": f"sqlite:///{tmp_path / 'x.db'}"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"\bR1\b", proc.stdout) and not re.search(r"\bB1\b", proc.stdout)
     assert "one-time password" in proc.stdout.lower()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["plan", "start", "site-z"], "unknown site 'site-z'"),
-    (["plan", "start", "site-a", "scope=everything"], "scope"),
-    (["plan", "start", "site-a", "storage=ss-zz"], "ss-zz"),
-    (["plan", "start", "site-a", "rebuilt"], "rebuilt"),
-    (["plan", "sideways", "site-a"], "invalid choice"),
-    (["report"], "run_id"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plan", "start", "site-z"], "unknown site 'site-z'"),
+        (["plan", "start", "site-a", "scope=everything"], "scope"),
+        (["plan", "start", "site-a", "storage=ss-zz"], "ss-zz"),
+        (["plan", "start", "site-a", "rebuilt"], "rebuilt"),
+        (["plan", "sideways", "site-a"], "invalid choice"),
+        (["report"], "run_id"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
     proc = run_cli(*args, "--config", str(EXAMPLE_CONFIG)) if args[0] == "plan" else run_cli(*args)
     assert proc.returncode == 2

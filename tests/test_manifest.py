@@ -25,6 +25,8 @@ def test_manifest_matches_what_the_bot_uses() -> None:
         if "sandbox" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr.startswith(("chat_", "usergroups_", "users_", "conversations_")):
+            if isinstance(node, ast.Attribute) and node.attr.startswith(
+                ("chat_", "usergroups_", "users_", "conversations_")
+            ):
                 called.add(node.attr)
     assert called <= {"chat_postMessage", "chat_update", "chat_getPermalink", "usergroups_users_list"}, called

@@ -46,12 +46,13 @@ class Engine:
 
 
 @contextmanager
-def engine(tmp_path: Path, **config_overrides: object) -> Iterator[Engine]:
+def engine(tmp_path: Path, store: Store | None = None, **config_overrides: object) -> Iterator[Engine]:
     config_path = write_config(tmp_path / "cfg", **config_overrides)
     state = tmp_path / "state"
     with running_platform(config_path, state) as platform:
         config = load_config(config_path)
-        store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+        own_store = store is None
+        store = store or Store(f"sqlite:///{tmp_path / 'bot.db'}")
         service = RunService(store, config)
         executor = WinRMExecutor()
         worker = Worker(service, executor)
@@ -60,7 +61,8 @@ def engine(tmp_path: Path, **config_overrides: object) -> Iterator[Engine]:
         finally:
             worker.close()
             executor.close()
-            store.dispose()
+            if own_store:
+                store.dispose()
 
 
 def wait_tasks_consumed(eng: Engine, host: str, timeout: float = 5.0) -> None:
