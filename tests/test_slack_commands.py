@@ -1,0 +1,125 @@
+"""The read-only and operator sub-commands of /failover, Slack's limits and its rate limiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.blocks.cards import status_card, step_card
+from bot.config import load_config
+from bot.runs.service import RunService
+from bot.sandbox.rehearsal import Rehearsal, rehearsal
+from bot.sandbox.slack_api import block_problems
+from bot.store.db import Store, utcnow
+from tests.support.platform import free_port, write_config
+
+ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
+
+
+@pytest.fixture
+def rh(tmp_path: Path) -> Iterator[Rehearsal]:
+    with rehearsal(write_config(tmp_path / "cfg"), tmp_path / "state") as r:
+        yield r
+
+
+def _ephemeral(rh: Rehearsal, user: str, needle: str) -> str:
+    found: list[str] = []
+
+    def seen() -> bool:
+        found[:] = [e.text for e in rh.slack.ephemerals(user) if needle in e.text]
+        return bool(found)
+
+    rh.wait_until(f"an answer containing {needle!r}", seen, timeout=20)
+    return found[-1]
+
+
+def test_help_status_plan_check_abort_and_report(rh: Rehearsal) -> None:
+    bob, alice = rh.person(BOB), rh.person(ALICE)
+    started = time.monotonic()
+    assert bob.command("help").status == 200
+    assert time.monotonic() - started < 3  # acknowledged well inside Slack's 3 s
+    assert "`start <site>" in _ephemeral(rh, BOB, "Usage")
+    bob.command("status")
+    assert "no run yet" in _ephemeral(rh, BOB, "no run")
+    bob.command("plan start site-a scope=account")
+    plan = _ephemeral(rh, BOB, "F4")
+    assert "F5" not in plan and "as-b" in plan
+    bob.command("check site-a")
+    assert "all checks passed" in _ephemeral(rh, BOB, "check site-a:")
+    table = _ephemeral(rh, BOB, "StoragePlatform")
+    assert "as-a" in table and "ms-b2" in table
+    for host in ("as-a", "ss-a1", "ss-a2"):
+        rh.faults(host, refuse=True)
+    fo = rh.start(ALICE, "start site-a")
+    rh.settled(fo)
+    bob.command("status")
+    status = _ephemeral(rh, BOB, fo)
+    assert "Current step: *F1*" in status and "Waiting on an approver" in status
+    assert "open the incident thread" in status
+    bob.command("abort")  # bob is an operator too in the example config
+    _ephemeral(rh, BOB, f"Aborted {fo}")
+    assert rh.service.get_run(fo).state == "aborted"
+    rh.wait_until(
+        "the abort broadcast", lambda: any("aborted" in m.text for m in rh.slack.channel_messages("C0INCIDENT"))
+    )
+    alice.command(f"report {fo}")
+    _ephemeral(rh, ALICE, "Posted the report")
+    assert any("audit chain: intact" in str(m.blocks) for m in rh.thread(fo))
+    alice.command("abort")
+    assert "no active run" in _ephemeral(rh, ALICE, "no active run")
+
+
+def test_rate_limited_slack_is_retried_after_retry_after(rh: Rehearsal) -> None:
+    rh.slack.limit("chat.postMessage", times=1, retry_after=1)
+    for host in ("as-a", "ss-a1", "ss-a2"):
+        rh.faults(host, refuse=True)
+    fo = rh.start(ALICE, "start site-a scope=account")
+    rh.settled(fo)
+    calls = rh.slack.calls("chat.postMessage")
+    assert calls[0].status == 429 and calls[1].status == 200
+    assert (calls[1].time - calls[0].time) >= 0.9  # waited as Slack asked
+    assert rh.thread(fo)  # the status card made it
+
+
+def test_fifty_storage_servers_fit_slacks_limits(tmp_path: Path) -> None:
+    raw = yaml.safe_load((write_config(tmp_path / "base")).read_text())
+    a, b = raw["sites"]["site-a"], raw["sites"]["site-b"]
+    a["storage_servers"], b["storage_servers"] = [], []
+    for i in range(50):
+        b["storage_servers"].append(
+            {
+                "name": f"ms-b{i}",
+                "address": f"127.0.21.{i + 1}",
+                "port": 443,
+                "winrm": f"http://127.0.0.1:{free_port()}/wsman",
+            }
+        )
+        a["storage_servers"].append(
+            {
+                "name": f"ss-a{i}",
+                "address": f"127.0.11.{i + 1}",
+                "port": 8443,
+                "winrm": f"http://127.0.0.1:{free_port()}/wsman",
+                "mirror": f"ms-b{i}",
+            }
+        )
+    path = tmp_path / "big.yml"
+    path.write_text(yaml.safe_dump(raw))
+    store = Store(f"sqlite:///{tmp_path / 'big.db'}")
+    service = RunService(store, load_config(path))
+    for direction in ("failover", "failback"):
+        run = service.open_run(direction, "site-a", [], ALICE, "C0INCIDENT")
+        view = service.view(run.id)
+        assert block_problems(status_card(view, utcnow())) == []
+        for sv in view.steps:
+            blocks = step_card(view, sv)
+            assert block_problems(blocks) == [], (sv.step.id, block_problems(blocks))
+            if sv.step.fanout and sv.step.id in ("F6", "B11"):
+                text = str(blocks)
+                assert "ss-a0" in text and "ss-a49" in text  # every target listed
+        service.abort(run.id, ALICE, "test")
+    store.dispose()
