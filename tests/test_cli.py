@@ -117,3 +117,52 @@ def test_report_shows_the_timeline_and_detects_tampering(tmp_path: Path) -> None
     assert "BROKEN" in broken.stdout and "#2" in broken.stdout
     missing = run_cli("report", "FO-99", env=env)
     assert missing.returncode == 2 and "no run 'FO-99'" in missing.stderr
+
+
+def test_simulate_serves_until_stopped_and_names_missing_credentials(tmp_path: Path) -> None:
+    import signal
+
+    import winrm
+
+    from actions import protocol
+    from bot.config import load_config
+
+    config_path = write_config(tmp_path / "cfg")
+    missing = run_cli("simulate", "--config", str(config_path), "--state", str(tmp_path / "s"))
+    assert missing.returncode == 2 and "FAILOVER_WINRM_USER" in missing.stderr
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAILOVER_", "SLACK_"))}
+    env.update({"FAILOVER_WINRM_USER": "u", "FAILOVER_WINRM_PASSWORD": "p"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "simulate", "--config", str(config_path), "--state", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("FAILOVER_ODBC=Driver=SQLite3;")
+        host = load_config(config_path).host("as-b")
+        p = winrm.protocol.Protocol(
+            endpoint=host.winrm.url,
+            transport="basic",
+            username="u",
+            password="p",
+            server_cert_validation="validate",
+            message_encryption="never",
+        )
+        shell = p.open_shell(codepage=65001, noprofile=True)
+        cmd = p.run_command(shell, protocol.POWERSHELL, protocol.powershell_arguments())
+        p.send_command_input(shell, cmd, protocol.render("host.info", {}).encode("utf-8"), end=True)
+        out, _err, code = p.get_command_output(shell, cmd)
+        p.cleanup_command(shell, cmd)
+        p.close_shell(shell)
+        assert code == 0 and protocol.parse_result(out.decode())["hostname"] == "AS-B"
+        assert (tmp_path / "state" / "as-b" / "services.json").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0

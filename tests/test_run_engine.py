@@ -122,3 +122,29 @@ def test_permissions_and_destructive_rules(tmp_path: Path) -> None:
         eng.service.abort(run.id, ALICE, "rehearsal over")
         with pytest.raises(StateConflict):
             eng.service.approve(run.id, "F1", BOB)
+
+
+def test_fan_out_target_that_fails_is_retried_alone(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h, refuse=True)
+        fo = eng.service.open_run("failover", "site-a", ["scope=storage"], ALICE, "C0INCIDENT")
+        drive(eng, fo.id)
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h)
+        fb = eng.service.open_run("failback", "site-a", [], ALICE, "C0INCIDENT")
+        drive(eng, fb.id, stop_at="B8")
+        eng.worker.advance(fb.id)
+        eng.faults("ss-a2", refuse=True)  # ss-a2 drops off again just before its restart
+        eng.service.approve(fb.id, "B8", BOB)
+        eng.worker.advance(fb.id)
+        b8 = eng.service.view(fb.id).step("B8")
+        assert b8.state == StepState.FAILED
+        assert b8.targets["ss-a1"].state == StepState.SUCCEEDED
+        assert b8.targets["ss-a2"].state == StepState.FAILED and "ss-a2" in (b8.row.error or "")
+        eng.faults("ss-a2")
+        eng.service.retry(fb.id, "B8", CAROL, target="ss-a2")
+        eng.worker.advance(fb.id)
+        assert eng.service.view(fb.id).step("B8").state == StepState.SUCCEEDED
+        restarts = [o["host"] for o in eng.operations() if o["operation"] == "service.restart"]
+        assert restarts.count("ss-a1") == 1 and restarts.count("ss-a2") == 1
