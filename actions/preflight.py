@@ -170,11 +170,11 @@ class Preflight:
                 f"split-brain guard: {ctx.as_p.name} answers and is still a running Master AccountServer. "
                 f"Stop it first, or two approvers may override with a reason (Mark done).\n" + "\n".join(lines)
             )
-        return Outcome(
-            f"{ctx.partner} healthy; {sum(1 for r in results_p if not r.ok)} problem(s) at {ctx.site} "
-            "(expected during a disaster)",
-            result,
-        )
+        problems = sum(1 for r in results_p if not r.ok)
+        headline = f"{ctx.partner} healthy; {problems} problem(s) at {ctx.site}"
+        if problems:
+            headline += " (expected during a disaster)"
+        return Outcome(headline + "\n" + "\n".join(lines), result)
 
     def split_brain(self, ctx: StepContext) -> bool:
         """True when the failed site's AccountServer answers and is still a running Master."""
