@@ -29,6 +29,11 @@ ICON = {
 }
 
 
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping for text from configuration, hosts or people (&, <, >)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def clip(text: str, limit: int = SECTION_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 40] + "\n… (shortened; see the plan or report)"
 
@@ -138,7 +143,7 @@ def status_card(view: RunView, now: datetime) -> list[dict[str, Any]]:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields[:10]]},
     ]
     if run.abort_reason:
-        blocks.append(section(f"*Aborted:* {run.abort_reason}"))
+        blocks.append(section(f"*Aborted:* {escape(run.abort_reason)}"))
     plan = "  ".join(f"{ICON.get(StepState(sv.state), '·')}{sv.step.id}" for sv in view.steps)
     blocks.append(context(f"Plan: {plan}"))
     blocks.append(context("Steps follow in this thread, one at a time. `/failover status` any time."))
@@ -180,12 +185,13 @@ def _result_line(sv: StepView) -> str:
     if state == StepState.SUCCEEDED:
         who = f" by <@{result['by']}>" if result.get("by") else ""
         choice = f" ({result['choice']})" if result.get("choice") else ""
-        summary = result.get("summary", "")
+        summary = escape(str(result.get("summary", "")))
         return f"✅ Done{who}{choice}{took} at {hhmm(row.finished_at)}{by}" + (f"\n{summary}" if summary else "")
     if state == StepState.FAILED:
-        return f"❌ Failed{took} at {hhmm(row.finished_at)}: {row.error or 'unknown error'}{by}"
+        return f"❌ Failed{took} at {hhmm(row.finished_at)}: {escape(row.error or 'unknown error')}{by}"
     if state == StepState.SKIPPED:
-        return f"⏭ Skipped at {hhmm(row.finished_at)}" + (f": {result.get('reason')}" if result.get("reason") else "")
+        reason = escape(str(result.get("reason") or ""))
+        return f"⏭ Skipped at {hhmm(row.finished_at)}" + (f": {reason}" if reason else "")
     if state == StepState.MARKED_DONE:
         return f"☑️ Marked done at {hhmm(row.finished_at)} by {people(sv.mark_done_votes)}"
     if state == StepState.UNKNOWN:
@@ -215,17 +221,17 @@ def _targets_lines(sv: StepView) -> list[str]:
     for t in sv.step.targets:
         row = sv.targets.get(t.key)
         if row is None:
-            lines.append(f"• {t.label}")
+            lines.append(f"• {escape(t.label)}")
             continue
         detail = ""
         if row.state == StepState.FAILED and row.error:
-            detail = f" — {row.error[:200]}"
+            detail = f" — {escape(row.error[:200])}"
         elif row.result:
             try:
-                detail = " — " + str(json.loads(row.result).get("summary", ""))[:200]
+                detail = " — " + escape(str(json.loads(row.result).get("summary", ""))[:200])
             except ValueError:
                 detail = ""
-        lines.append(f"{ICON.get(StepState(row.state), '·')} {t.label}: {row.state.replace('_', ' ')}{detail}")
+        lines.append(f"{ICON.get(StepState(row.state), '·')} {escape(t.label)}: {row.state.replace('_', ' ')}{detail}")
     return lines
 
 
@@ -254,16 +260,16 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
             f"Step {step.index} of {total} · {step.kind} · {risk} · {where} · KB {step.kb}"
             + (" · optional" if step.optional else "")
         ),
-        section(step.instructions),
+        section(escape(step.instructions)),
     ]
     preview = sv.row.preview or ""
     if preview:
-        blocks.append(section("*What will happen:*\n```" + clip(preview, SECTION_LIMIT - 40) + "```"))
+        blocks.append(section("*What will happen:*\n```" + clip(escape(preview), SECTION_LIMIT - 40) + "```"))
     if step.fanout and len(step.targets) > 0:
         for chunk in _chunks(_targets_lines(sv))[:20]:
             blocks.append(section(chunk))
     blocks.append(context(_result_line(sv)))
-    if view.run.state == "active":
+    if view.run.state == "active" and sv.state not in (StepState.SUCCEEDED, StepState.SKIPPED, StepState.MARKED_DONE):
         buttons = _buttons(view, sv, ref)
         needs_reason = any(b["action_id"] in (ActionId.SKIP, ActionId.MARK_DONE) for b in buttons)
         if needs_reason:
