@@ -19,6 +19,7 @@ from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter
 from bot.runs.service import RunService
 from bot.runs.worker import Worker
+from bot.scheduling import Reminders
 from bot.store.db import Store, utcnow
 from bot.store.models import ProcessedDelivery
 
@@ -43,8 +44,10 @@ class Runtime:
     context: BotContext
     app: App
     executor: WinRMExecutor
+    reminders: Reminders
 
     def close(self) -> None:
+        self.reminders.close()
         self.context.worker.close()
         self.executor.close()
         self.store.dispose()
@@ -108,9 +111,17 @@ def build_runtime(
     executor = WinRMExecutor()
     interval = config.slack.post_interval_s if post_interval_s is None else post_interval_s
     presenter = Presenter(service, client, post_interval_s=interval)
-    worker = Worker(service, executor, notify=lambda run_id, what: presenter.sync(run_id, what))
+    reminders = Reminders(service, presenter)
+
+    def notify(run_id: str, what: str) -> None:
+        presenter.sync(run_id, what)
+        reminders.refresh(run_id)  # remind about the step now waiting, forget the one that moved on
+
+    worker = Worker(service, executor, notify=notify)
     ctx = BotContext(
         config=config, store=store, service=service, worker=worker, presenter=presenter, client=client, groups=groups
     )
     app = build_app(ctx, token=token, signing_secret=signing_secret or "unset")
-    return Runtime(config=config, store=store, client=client, context=ctx, app=app, executor=executor)
+    return Runtime(
+        config=config, store=store, client=client, context=ctx, app=app, executor=executor, reminders=reminders
+    )

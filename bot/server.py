@@ -43,13 +43,14 @@ def wsgi_app(runtime: Runtime) -> Callable[[dict[str, Any], StartResponse], Iter
 
 
 def start_up(runtime: Runtime) -> None:
-    """Reconcile runs left unfinished by a previous process, then bring their threads up to date."""
+    """Reconcile runs left unfinished by a previous process, bring their threads up to date, start reminders."""
     for line in runtime.context.worker.recover():
         log.info("recovery: %s", line)
     active = runtime.context.service.active_run()
     if active is not None:
         runtime.context.presenter.sync(active.id)
         runtime.context.worker.kick(active.id)
+    runtime.reminders.start()  # sends only on the replica holding the scheduler lock
 
 
 class HttpBot:

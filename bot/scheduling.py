@@ -1,0 +1,560 @@
+"""Reminders, escalations and wait-step nudges for steps that wait on people, scheduled with APScheduler 3.x."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+import sqlalchemy as sa
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from bot.blocks.cards import duration, waiting_on
+from bot.config import SlackSettings
+from bot.errors import UsageError
+from bot.presenter import Presenter
+from bot.runs.machine import RunState, StepState
+from bot.runs.service import RunService, RunView, StepView
+from bot.runs.worker import bot_executes
+from bot.store import audit
+from bot.store.db import Store, as_utc, utcnow
+from bot.store.models import AuditEvent
+
+log = logging.getLogger(__name__)
+
+JOB_TABLE = "apscheduler_jobs"
+# PostgreSQL advisory lock keys: (namespace, hash of the schema holding the job store). One leader per job store.
+LEASE_NAMESPACE = 7_411_003
+_TABLE_LOCK = 7_411_004  # serialises creating the job table when several replicas start at once
+
+
+class Nag(StrEnum):
+    """What a scheduled job sends; also the audit event it records and the first part of the job id."""
+
+    REMINDER = "reminder"
+    ESCALATION = "escalation"
+    NUDGE = "nudge"
+
+
+def job_id(kind: str, run_id: str, step_id: str, attempt: int) -> str:
+    """Deterministic job ids, e.g. ``remind:FO-1:F2:0``; a re-schedule replaces, never duplicates."""
+    return f"{kind}:{run_id}:{step_id}:{attempt}"
+
+
+def run_of(job: Job) -> str:
+    return str(job.id).split(":")[1]
+
+
+# ---------------------------------------------------------------------------- what a step waits on
+
+
+def waits_on_people(sv: StepView) -> bool:
+    """True while nothing happens until a person acts (approve, Done, Retry, Mark done)."""
+    if sv.state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN):
+        return True
+    return sv.state == StepState.APPROVED and not bot_executes(sv.step)
+
+
+def waiting_since(sv: StepView) -> datetime:
+    """When the step started waiting: its post, or its last change (approved, failed, found unknown, asked again)."""
+    if sv.state == StepState.AWAITING_APPROVAL and sv.row.attempt == 0 and sv.row.posted_at is not None:
+        return as_utc(sv.row.posted_at)
+    return as_utc(sv.row.updated_at)
+
+
+def mentions(settings: SlackSettings, view: RunView, sv: StepView) -> list[str]:
+    """The people who can move the step on: approvers (minus those who cannot or already did) and their groups."""
+    users = list(settings.approvers)
+    if sv.step.risk == "destructive" and sv.state == StepState.AWAITING_APPROVAL:
+        users = [u for u in users if u not in sv.approvers]
+        if not settings.initiator_may_approve_destructive:
+            users = [u for u in users if u != view.run.initiator]
+    return [f"<@{u}>" for u in users] + [f"<!subteam^{g}>" for g in settings.approver_groups]
+
+
+def waited_for(title: str) -> str:
+    """``Wait for mirroring to complete`` -> ``mirroring to complete``."""
+    text = title.strip().rstrip(".")
+    if text.lower().startswith("wait for "):
+        return text[len("wait for ") :]
+    return f"“{text}”"
+
+
+def reminder_text(number: int, sv: StepView, waited: timedelta, people: list[str]) -> str:
+    who = " ".join(people) or "(no approvers are configured)"
+    return (
+        f"⏰ Reminder {number}: step *{sv.step.id}* ({sv.step.title}) has waited {duration(waited.total_seconds())} "
+        f"for {waiting_on(sv)}. {who}"
+    )
+
+
+def escalation_text(view: RunView, sv: StepView, waited: timedelta, reminders: int, people: list[str]) -> str:
+    who = " ".join(people) or "(no approvers are configured)"
+    return (
+        f"📣 *{view.run.id} needs attention*: step *{sv.step.id}* ({sv.step.title}) has waited "
+        f"{duration(waited.total_seconds())} for {waiting_on(sv)}; {reminders} reminders in the thread went "
+        f"unanswered. {who}"
+    )
+
+
+def nudge_text(sv: StepView, waited: timedelta) -> str:
+    return (
+        f"⏳ Step *{sv.step.id}*: still waiting for {waited_for(sv.step.title)}? Press *Done* on the step when it "
+        f"has. Waiting {duration(waited.total_seconds())} so far."
+    )
+
+
+# ---------------------------------------------------------------------------- the jobs (module level, ids only)
+
+_registry: dict[str, Reminders] = {}  # database -> the Reminders of this process that leads its jobs
+_registry_lock = threading.Lock()
+_bound = threading.local()  # the scheduler's pool threads (and tick) know their own Reminders
+
+
+def _bind(reminders: Reminders | None) -> None:
+    _bound.reminders = reminders
+
+
+def live_reminders() -> Reminders | None:
+    """The Reminders whose scheduler runs this job: the thread's own, else this process's only leader."""
+    own: Reminders | None = getattr(_bound, "reminders", None)
+    if own is not None:
+        return own
+    with _registry_lock:
+        leaders = list(_registry.values())
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def remind_approvers(run_id: str, step_id: str, attempt: int) -> str | None:
+    """Scheduled job: remind the approvers of a step still waiting; escalate to the channel once after enough."""
+    return _fire("remind", run_id, step_id, attempt)
+
+
+def nudge_wait_step(run_id: str, step_id: str, attempt: int) -> str | None:
+    """Scheduled job: ask whether what a wait step waits for has happened yet."""
+    return _fire("nudge", run_id, step_id, attempt)
+
+
+def _fire(kind: str, run_id: str, step_id: str, attempt: int) -> str | None:
+    reminders = live_reminders()
+    if reminders is None:
+        log.warning("no reminders scheduler is live here; skipped %s", job_id(kind, run_id, step_id, attempt))
+        return None
+    return reminders.fire(kind, run_id, step_id, attempt)
+
+
+JOBS: dict[str, Callable[[str, str, int], str | None]] = {"remind": remind_approvers, "nudge": nudge_wait_step}
+
+
+# ---------------------------------------------------------------------------- leader election
+
+
+class Lease(Protocol):
+    """The right to run the scheduler: at most one holder per job store."""
+
+    def acquire(self) -> bool: ...
+
+    def held(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
+class PostgresLease:
+    """A session-level advisory lock on a dedicated connection: held while that connection lives.
+
+    When the holder dies, PostgreSQL ends its session and the lock is free for another replica.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._engine = sa.create_engine(store.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self._conn: sa.Connection | None = None
+        self._holding = False
+        self._pid: int | None = None
+        self._guard = threading.RLock()  # the lease thread and job threads share one connection
+
+    def acquire(self) -> bool:
+        with self._guard:
+            if self._holding and self.held():
+                return True  # session-level locks stack; never take it twice
+            try:
+                if self._conn is None:
+                    self._conn = self._engine.connect()
+                    self._pid = int(self._conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+                got = self._conn.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(current_schema()))"), {"ns": LEASE_NAMESPACE}
+                ).scalar()
+            except SQLAlchemyError as exc:
+                log.warning("cannot try the scheduler lock: %s", exc)
+                self._drop()
+                return False
+            self._holding = bool(got)
+            return self._holding
+
+    def held(self) -> bool:
+        with self._guard:
+            if self._conn is None or not self._holding:
+                return False
+            try:
+                self._conn.execute(sa.text("SELECT 1"))
+            except SQLAlchemyError:
+                self._drop()  # the session, and with it the lock, is gone
+                return False
+            return True
+
+    def release(self) -> None:
+        with self._guard:
+            self._drop()
+        self._engine.dispose()
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend holding (or trying for) the lock; tests end it to play a dying leader."""
+        with self._guard:
+            return self._pid if self._conn is not None else None
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._holding = False
+        if conn is not None:
+            try:
+                conn.close()
+            except SQLAlchemyError:
+                log.debug("closing the scheduler lock connection failed", exc_info=True)
+
+
+class FileLease:
+    """An exclusive flock on a file beside the SQLite database; the kernel releases it when the process dies."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self.path is None:
+            return True  # an in-memory database: nobody else can share it
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def held(self) -> bool:
+        return self.path is None or self._fd is not None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def lease_for(store: Store) -> Lease:
+    if store.dialect == "postgresql":
+        return PostgresLease(store)
+    database = store.engine.url.database if store.dialect == "sqlite" else None
+    if not database or database == ":memory:":
+        return FileLease(None)
+    return FileLease(f"{database}.scheduler-lock")
+
+
+# ---------------------------------------------------------------------------- the scheduler
+
+
+class Reminders:
+    """Reminds, escalates and nudges about steps that wait on people. Every replica schedules; one sends.
+
+    Jobs live in the bot's own database (``apscheduler_jobs``), so they survive restarts. Every
+    replica's scheduler starts paused and may add or remove jobs; only the replica holding the
+    lease resumes it and runs them. ``clock`` gives "now" for texts and ``tick``; with
+    ``autorun=False`` nothing fires by itself and tests drive time with ``tick(now)``.
+    """
+
+    def __init__(
+        self,
+        service: RunService,
+        presenter: Presenter,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        lease_interval_s: float = 5.0,
+        autorun: bool = True,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.presenter = presenter
+        self.settings = service.config.slack
+        self.clock = clock
+        self.lease_interval_s = lease_interval_s
+        self.autorun = autorun
+        self.jobstore = SQLAlchemyJobStore(engine=self.store.engine, tablename=JOB_TABLE)
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": self.jobstore},
+            executors={"default": ThreadPoolExecutor(2, pool_kwargs={"initializer": _bind, "initargs": (self,)})},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            timezone=UTC,
+        )
+        self.lease = lease_for(self.store)
+        self._leading = False
+        self._state = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica holds the lease and its scheduler sends reminders."""
+        return self._leading
+
+    def start(self) -> Reminders:
+        """Open the job store, try to lead, and keep trying (or keep the lease) on a small thread."""
+        self._ensure_table()
+        self.scheduler.start(paused=True)
+        self._try_lead()
+        self._thread = threading.Thread(target=self._keep_lease, name="reminders-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(10.0, self.lease_interval_s * 2))
+        with self._state:
+            self._step_down()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.lease.release()
+
+    def _ensure_table(self) -> None:
+        with self.store.engine.begin() as conn:
+            if self.store.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _TABLE_LOCK})
+            self.jobstore.jobs_t.create(conn, checkfirst=True)
+
+    def _try_lead(self) -> None:
+        if not self.lease.acquire():
+            return
+        with self._state:
+            if self._stop.is_set():
+                return
+            self._leading = True
+            with _registry_lock:
+                _registry[str(self.store.engine.url)] = self
+            if self.autorun:
+                self.scheduler.resume()
+        log.info("this replica now sends the reminders")
+        self.sweep()
+
+    def _step_down(self) -> None:
+        if not self._leading:
+            return
+        self._leading = False
+        with _registry_lock:
+            key = str(self.store.engine.url)
+            if _registry.get(key) is self:
+                del _registry[key]
+        if self.scheduler.running:
+            self.scheduler.pause()
+
+    def _keep_lease(self) -> None:
+        while not self._stop.wait(self.lease_interval_s):
+            try:
+                if not self._leading:
+                    self._try_lead()
+                elif not self.lease.held():
+                    with self._state:
+                        self._step_down()
+                    log.warning("lost the scheduler lock; another replica may send the reminders now")
+                else:
+                    self.sweep()
+                    self.scheduler.wakeup()  # jobs other replicas added may be due earlier than we knew
+            except SQLAlchemyError as exc:
+                log.warning("reminders: database unavailable (%s); trying again", exc)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def refresh(self, run_id: str) -> None:
+        """(Re)schedule the reminders of ``run_id``'s current step; remove every other job of the run."""
+        if not self.scheduler.running:
+            return
+        try:
+            self._refresh(run_id)
+        except SQLAlchemyError as exc:
+            log.warning("could not reschedule the reminders of %s: %s", run_id, exc)
+
+    def _refresh(self, run_id: str) -> None:
+        try:
+            view: RunView | None = self.service.view(run_id)
+        except UsageError:
+            view = None  # no such run (any more)
+        wanted = self._wanted(view) if view is not None else None
+        for job in self.scheduler.get_jobs():
+            if run_of(job) == run_id and (wanted is None or job.id != wanted[0]):
+                self._remove(job.id)
+        if wanted is None or self.scheduler.get_job(wanted[0]) is not None:
+            return  # nothing to wait for, or already scheduled: keep its next run time
+        jid, kind, sv, every = wanted
+        first = waiting_since(sv) + every
+        self.scheduler.add_job(
+            JOBS[kind],
+            IntervalTrigger(seconds=every.total_seconds(), start_date=first, timezone=UTC),
+            args=(run_id, sv.step.id, sv.row.attempt),
+            id=jid,
+            name=f"{kind} {run_id} {sv.step.id}",
+            replace_existing=True,
+            next_run_time=first,
+        )
+
+    def _wanted(self, view: RunView) -> tuple[str, str, StepView, timedelta] | None:
+        sv = view.current
+        if view.run.state != RunState.ACTIVE or sv is None or not waits_on_people(sv):
+            return None
+        if sv.step.spec.kind == "wait":
+            kind, every = "nudge", timedelta(minutes=self.settings.wait_nudge_minutes)
+        else:
+            kind, every = "remind", timedelta(minutes=self.settings.remind_after_minutes)
+        return job_id(kind, view.run.id, sv.step.id, sv.row.attempt), kind, sv, every
+
+    def _remove(self, jid: str) -> None:
+        try:
+            self.scheduler.remove_job(jid)
+        except JobLookupError:
+            pass  # another replica removed it first
+
+    def sweep(self) -> None:
+        """Drop jobs of runs that are finished or gone; make sure the active run's current step has its job."""
+        run_ids = {run_of(job) for job in self.scheduler.get_jobs()}
+        active = self.service.active_run()
+        if active is not None:
+            run_ids.add(active.id)
+        for run_id in sorted(run_ids):
+            self.refresh(run_id)
+
+    def tick(self, now: datetime | None = None) -> list[str]:
+        """Run every job due at ``now`` (default: the clock) once, as the scheduler would; what was sent."""
+        if not self._leading:
+            return []  # the leader runs the jobs; touching their times here would shift its schedule
+        now = now or self.clock()
+        sent: list[str] = []
+        for job in self.scheduler.get_jobs():
+            due = job.next_run_time
+            if due is None or due > now:
+                continue
+            upcoming = due
+            while upcoming is not None and upcoming <= now:  # missed runs coalesce into one
+                upcoming = job.trigger.get_next_fire_time(upcoming, now)
+            try:
+                self.scheduler.modify_job(job.id, next_run_time=upcoming)
+            except JobLookupError:
+                continue  # removed meanwhile: its step moved on
+            previous = getattr(_bound, "reminders", None)
+            _bind(self)
+            try:
+                what = job.func(*job.args)
+            finally:
+                _bind(previous)
+            if what:
+                sent.append(what)
+        return sent
+
+    # ------------------------------------------------------------------ sending
+
+    def fire(self, kind: str, run_id: str, step_id: str, attempt: int) -> str | None:
+        """Send what a job stands for, if its step still waits on people; the audit event name, or None."""
+        try:
+            view = self.service.view(run_id)
+        except UsageError:
+            self.refresh(run_id)
+            return None
+        sv = view.current
+        if (
+            view.run.state != RunState.ACTIVE
+            or sv is None
+            or sv.step.id != step_id
+            or sv.row.attempt != attempt
+            or not waits_on_people(sv)
+        ):
+            log.info("%s: the step has moved on; nothing to send", job_id(kind, run_id, step_id, attempt))
+            self.refresh(run_id)
+            return None
+        if not view.run.channel or not view.run.thread_ts:
+            return None  # no thread yet to remind in
+        if not self._leading or not self.lease.held():
+            with self._state:
+                self._step_down()
+            log.warning("not the scheduler leader; %s is left to the leader", job_id(kind, run_id, step_id, attempt))
+            return None
+        waited = self.clock() - waiting_since(sv)
+        people = mentions(self.settings, view, sv)
+        if kind == "nudge":
+            number = self.sent(run_id, step_id, attempt, Nag.NUDGE) + 1
+            return self._send(view, sv, Nag.NUDGE, nudge_text(sv, waited), number, waited, [], broadcast=False)
+        reminded = self.sent(run_id, step_id, attempt, Nag.REMINDER)
+        if reminded >= self.settings.escalate_after_reminders and not self.sent(
+            run_id, step_id, attempt, Nag.ESCALATION
+        ):
+            text = escalation_text(view, sv, waited, reminded, people)
+            return self._send(view, sv, Nag.ESCALATION, text, 1, waited, people, broadcast=True)
+        text = reminder_text(reminded + 1, sv, waited, people)
+        return self._send(view, sv, Nag.REMINDER, text, reminded + 1, waited, people, broadcast=False)
+
+    def _send(
+        self,
+        view: RunView,
+        sv: StepView,
+        what: Nag,
+        text: str,
+        number: int,
+        waited: timedelta,
+        people: list[str],
+        *,
+        broadcast: bool,
+    ) -> str | None:
+        try:
+            self.presenter.post(view.run.channel, text, thread_ts=view.run.thread_ts, broadcast=broadcast)
+        except SlackApiError as exc:
+            log.warning("Slack refused the %s for %s %s: %s", what, view.run.id, sv.step.id, exc.response.get("error"))
+            return None
+        audit.record(
+            self.store,
+            view.run.id,
+            "bot",
+            str(what),
+            step_id=sv.step.id,
+            detail={
+                "attempt": sv.row.attempt,
+                "number": number,
+                "waited_s": round(waited.total_seconds()),
+                "state": sv.state,
+                "mentions": people,
+            },
+        )
+        return str(what)
+
+    def sent(self, run_id: str, step_id: str, attempt: int, what: Nag) -> int:
+        """How many of ``what`` were sent for this attempt of the step, from the audit log (survives restarts)."""
+        with self.store.session() as s:
+            details = s.scalars(
+                sa.select(AuditEvent.detail).where(
+                    AuditEvent.run_id == run_id, AuditEvent.step_id == step_id, AuditEvent.event == str(what)
+                )
+            ).all()
+        return sum(1 for d in details if json.loads(d or "{}").get("attempt") == attempt)
