@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.config import Config, config_path, db_url, load_config
 from bot.errors import ExecutionError, UsageError, UserError
+from bot.runs.runbook import Direction, RunOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,7 +62,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from bot.runs.runbook import format_plan, parse_options, resolve
 
     config = _config(args)
-    direction = "failover" if args.direction == "start" else "failback"
+    direction: Direction = "failover" if args.direction == "start" else "failback"
     config.site(args.site)
     options = parse_options(direction, args.options)
     if direction == "failback" and not any(o.startswith(("scope=", "storage=")) for o in args.options):
@@ -77,9 +78,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _failback_defaults(config: Config, site: str, options: object) -> object:
+def _failback_defaults(config: Config, site: str, options: RunOptions) -> RunOptions:
     """Failback defaults to the scope of the last completed failover of the site, when the store has one."""
-    from bot.runs.runbook import RunOptions
     from bot.runs.service import RunService
     from bot.store.db import Store
 
@@ -94,7 +94,6 @@ def _failback_defaults(config: Config, site: str, options: object) -> object:
         store.dispose()
     if previous is None:
         return options
-    assert isinstance(options, RunOptions)
     return RunOptions(scope=previous.scope, storage=previous.storage, rebuilt=options.rebuilt)
 
 

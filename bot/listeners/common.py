@@ -41,7 +41,7 @@ class GroupDirectory:
             if hit and now - hit[0] < self.ttl_s:
                 return hit[1]
         try:
-            users = frozenset(self.client.usergroups_users_list(usergroup=group).get("users", []))
+            users: frozenset[str] = frozenset(self.client.usergroups_users_list(usergroup=group).get("users", []))
         except SlackApiError as exc:
             log.warning("cannot list members of user group %s: %s", group, exc.response.get("error"))
             users = frozenset()
