@@ -388,6 +388,8 @@ class Reminders:
                     self.scheduler.wakeup()  # jobs other replicas added may be due earlier than we knew
             except SQLAlchemyError as exc:
                 log.warning("reminders: database unavailable (%s); trying again", exc)
+            except Exception:  # the lease thread must outlive any one bad run, or leadership is never checked
+                log.exception("reminders: keeping the scheduler lock failed; trying again")
 
     # ------------------------------------------------------------------ scheduling
 
