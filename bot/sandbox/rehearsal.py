@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -257,6 +258,8 @@ def rehearsal(
         yield r
     finally:
         http.stop()
+        _stop_request_threads(http)
+        _drain_listeners(runtime.app)
         runtime.close()
         slack.stop()
         platform.stop()
@@ -265,3 +268,25 @@ def rehearsal(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _drain_listeners(app: Any, timeout_s: float = 5.0) -> None:
+    """Let Bolt's in-flight listeners finish while the Slack stand-in still answers them (with a deadline).
+
+    Without this, a listener caught mid-request by an interrupt would keep retrying a stopped stand-in.
+    """
+    executor = getattr(getattr(app, "_listener_runner", None), "listener_executor", None)
+    if executor is None:
+        return
+    drain = threading.Thread(
+        target=executor.shutdown, kwargs={"wait": True, "cancel_futures": True}, name="drain-listeners", daemon=True
+    )
+    drain.start()
+    drain.join(timeout_s)
+
+
+def _stop_request_threads(http: HttpBot, timeout_s: float = 5.0) -> None:
+    """waitress keeps its request threads after close(): stop them too, with a deadline."""
+    dispatcher = getattr(http.server, "task_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.shutdown(cancel_pending=True, timeout=timeout_s)
