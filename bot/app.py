@@ -119,7 +119,14 @@ def build_runtime(
 
     worker = Worker(service, executor, notify=notify)
     ctx = BotContext(
-        config=config, store=store, service=service, worker=worker, presenter=presenter, client=client, groups=groups
+        config=config,
+        store=store,
+        service=service,
+        worker=worker,
+        presenter=presenter,
+        client=client,
+        groups=groups,
+        on_change=notify,
     )
     app = build_app(ctx, token=token, signing_secret=signing_secret or "unset")
     return Runtime(

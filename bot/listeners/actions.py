@@ -42,7 +42,7 @@ def handle_click(ctx: BotContext, body: dict[str, Any], action: dict[str, Any], 
         ctx.service.refuse(ref.run_id, user, str(action_id), str(exc), step_id=ref.step_id or None)
         raise
     finally:
-        ctx.presenter.sync(ref.run_id)
+        ctx.changed(ref.run_id)
     ctx.worker.kick(ref.run_id)
 
 

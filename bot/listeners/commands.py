@@ -94,7 +94,7 @@ def _start(ctx: BotContext, direction: str, args: list[str], user: str, channel:
         ctx.service.refuse(None, user, f"/failover {direction} {site}", str(exc))
         raise
     _reply(respond, f"Opened *{run.id}*: {direction} of {site}. Follow the thread in this channel.")
-    ctx.presenter.sync(run.id)
+    ctx.changed(run.id)
     ctx.worker.kick(run.id)
 
 
@@ -147,7 +147,7 @@ def _abort(ctx: BotContext, args: list[str], user: str, respond: Respond) -> Non
     reason = " ".join(args) or "aborted with /failover abort"
     ctx.service.abort(run.id, user, reason)
     _reply(respond, f"Aborted {run.id}.")
-    ctx.presenter.sync(run.id)
+    ctx.changed(run.id)
 
 
 def _report(ctx: BotContext, args: list[str], respond: Respond) -> None:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +59,15 @@ class BotContext:
     presenter: Presenter
     client: WebClient
     groups: GroupDirectory
+    on_change: Callable[[str, str], None] | None = None  # thread + reminders, after a run changed
     permalinks: dict[str, str] = field(default_factory=dict)
+
+    def changed(self, run_id: str, what: str = "") -> None:
+        """A listener changed ``run_id``: bring the thread (and the reminders) up to date."""
+        if self.on_change is not None:
+            self.on_change(run_id, what)
+        else:
+            self.presenter.sync(run_id, what)
 
     def permalink(self, channel: str, ts: str | None) -> str | None:
         if not channel or not ts:
