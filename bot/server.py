@@ -70,10 +70,14 @@ class HttpBot:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
         self.server.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # waitress keeps its request threads after close(): stop them too, with a deadline.
+        dispatcher = getattr(self.server, "task_dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.shutdown(cancel_pending=True, timeout=timeout_s)
 
 
 def serve(config: Config, *, port: int = 3000, host: str = "0.0.0.0") -> None:

@@ -258,7 +258,6 @@ def rehearsal(
         yield r
     finally:
         http.stop()
-        _stop_request_threads(http)
         _drain_listeners(runtime.app)
         runtime.close()
         slack.stop()
@@ -284,9 +283,3 @@ def _drain_listeners(app: Any, timeout_s: float = 5.0) -> None:
     drain.start()
     drain.join(timeout_s)
 
-
-def _stop_request_threads(http: HttpBot, timeout_s: float = 5.0) -> None:
-    """waitress keeps its request threads after close(): stop them too, with a deadline."""
-    dispatcher = getattr(http.server, "task_dispatcher", None)
-    if dispatcher is not None:
-        dispatcher.shutdown(cancel_pending=True, timeout=timeout_s)
