@@ -117,8 +117,15 @@ def format_checks(results: list[CheckResult]) -> str:
 
 
 def _short(exc: BaseException) -> str:
+    """The first line of an error, without the host prefix (the table already names the host)."""
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text[0]
+    host = getattr(exc, "host", None)
+    if host and line.startswith(f"{host}: "):
+        line = line[len(host) + 2 :]
+    return line[:300]
 
 
 def _ctx(config: Config, executor: remote.Executor) -> StepContext:
