@@ -84,9 +84,8 @@ class Report:
             step = e["step_id"] or ""
             if e["target"]:
                 step += f" ({e['target']})"
-            lines.append(
-                f"| {e['seq']} | {e['at'][11:19]} | {e['actor']} | {e['event']} | {step} | {_detail(e['detail'])} |"
-            )
+            detail = _detail(e["detail"], e["event"])
+            lines.append(f"| {e['seq']} | {e['at'][11:19]} | {e['actor']} | {e['event']} | {step} | {detail} |")
         return "\n".join(lines) + "\n"
 
 
@@ -97,11 +96,40 @@ def _dur(seconds: float) -> str:
     return f"{s // 60} min {s % 60:02d} s"
 
 
-def _detail(detail: dict[str, Any]) -> str:
-    keep = {k: v for k, v in detail.items() if k not in ("steps", "fingerprint", "new_fingerprint")}
-    text = ", ".join(f"{k}={v}" for k, v in keep.items())
+def _operations(ops: list[dict[str, Any]]) -> str:
+    parts = []
+    for op in ops:
+        status = f"exit {op['exit_status']}" if op.get("exit_status") is not None else op.get("error_kind", "failed")
+        parts.append(f"{op.get('op')}@{op.get('host')} {status}")
+    return "; ".join(parts)
+
+
+def _execution(event: str, detail: dict[str, Any]) -> str | None:
+    """Execution events read as sentences: what was about to be done, and how it ended."""
+    if event == "execution.started":
+        who = ", ".join(detail.get("approved_by") or []) or "no approval needed (read-only)"
+        on = f" on {detail['host']}" if detail.get("host") else ""
+        return f"intent: {detail.get('action')}{on} ({detail.get('risk')}); approved by {who}"
+    if event == "execution.finished":
+        verdict = "ok" if detail.get("ok") else f"FAILED: {detail.get('error', '')}"
+        digest = str(detail.get("output_sha256", ""))[:16]
+        text = f"{verdict}; exit status {detail.get('exit_status')}; output sha256 {digest}…"
+        if detail.get("duration_s") is not None:
+            text += f"; {_dur(float(detail['duration_s']))}"
+        ops = detail.get("operations") or []
+        return text + (f"; operations: {_operations(ops)}" if ops else "")
+    return None
+
+
+def _detail(detail: dict[str, Any], event: str = "", limit: int = 160) -> str:
+    text = _execution(event, detail)
+    if text is None:
+        keep = {k: v for k, v in detail.items() if k not in ("steps", "fingerprint", "new_fingerprint")}
+        text = ", ".join(f"{k}={v}" for k, v in keep.items())
+    else:
+        limit = max(limit, 400)
     text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= 160 else text[:157] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_report(store: Store, run_id: str) -> Report:

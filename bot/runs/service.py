@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = {"failover": "FO", "failback": "FB"}
 WHOLE = ""  # target key of a step's own row (fan-out targets have their host name)
+POSTING = "posting:"  # message_ts while one process posts the step's message (followed by the claim time)
+MESSAGE_CLAIM_LEASE_S = 10.0  # a claim to post that old was left by a process that died
 
 
 @dataclass(frozen=True)
@@ -286,7 +291,11 @@ class RunService:
             )
 
     def claim_message(self, run_id: str, step_id: str) -> bool:
-        """Only one process posts a step's message: whoever moves message_ts from empty to 'posting'."""
+        """Only one process posts a step's message: whoever moves message_ts from empty to 'posting:<time>'.
+
+        The time makes the claim a lease: a process that died between claiming and storing the
+        message's ts leaves a claim that ``release_stale_message_claims`` hands back later.
+        """
         with self.store.session() as s:
             return (
                 s.execute(
@@ -297,10 +306,47 @@ class RunService:
                         StepRun.target == WHOLE,
                         StepRun.message_ts.is_(None),
                     )
-                    .values(message_ts="posting")
+                    .values(message_ts=f"{POSTING}{time.time():.3f}")
                 ).rowcount
                 == 1
             )
+
+    def release_stale_message_claims(self, run_id: str, *, lease_s: float = MESSAGE_CLAIM_LEASE_S) -> float | None:
+        """Hand back claims to post a step message that are older than ``lease_s`` (their poster died).
+
+        Returns how many seconds until the youngest remaining claim goes stale, or None when none remain.
+        """
+        now = time.time()
+        with self.store.session() as s:
+            rows = list(
+                s.scalars(
+                    sa.select(StepRun).where(
+                        StepRun.run_id == run_id, StepRun.target == WHOLE, StepRun.message_ts.like(f"{POSTING}%")
+                    )
+                )
+            )
+        remaining: list[float] = []
+        for row in rows:
+            claimed = _claim_time(row.message_ts or "")
+            if now - claimed < lease_s:
+                remaining.append(claimed + lease_s - now)
+                continue
+            with self.store.session() as s:
+                released = s.execute(
+                    sa.update(StepRun)
+                    .where(StepRun.id == row.id, StepRun.message_ts == row.message_ts)
+                    .values(message_ts=None)
+                ).rowcount
+                if released == 1:
+                    audit.append(
+                        s,
+                        run_id,
+                        "bot",
+                        "message.reclaimed",
+                        step_id=row.step_id,
+                        detail={"reason": "the process posting this step's message stopped before it was stored"},
+                    )
+        return min(remaining) if remaining else None
 
     def set_message_ts(self, run_id: str, step_id: str, ts: str) -> None:
         with self.store.session() as s:
@@ -330,10 +376,13 @@ class RunService:
 
     # ------------------------------------------------------------------ state changes
 
-    def _step_row(self, s: Session, run_id: str, step_id: str, target: str = WHOLE) -> StepRun:
-        row = s.scalars(
-            sa.select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == step_id, StepRun.target == target)
-        ).first()
+    def _step_row(
+        self, s: Session, run_id: str, step_id: str, target: str = WHOLE, *, for_update: bool = False
+    ) -> StepRun:
+        query = sa.select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == step_id, StepRun.target == target)
+        if for_update:  # PostgreSQL: votes on one step queue here (SQLite serialises writers anyway)
+            query = query.with_for_update()
+        row = s.scalars(query).first()
         if row is None:
             raise StateConflict(f"run {run_id} has no step {step_id}" + (f" target {target}" if target else ""))
         return row
@@ -442,9 +491,15 @@ class RunService:
                 f"Step {step_id} changed since you saw it; look at the updated message and approve again."
             )
         needed = max(sv.needed, 1)
+        approved = False
         with self.store.session() as s:
             self._check_run_active(s, run_id)
-            row = self._step_row(s, run_id, step_id)
+            # The vote, its count and the step's approval are one transaction on the locked step row:
+            # two approvers clicking at once cannot both count one, and a crash cannot keep a
+            # complete set of approvals on a step that was never approved.
+            row = self._step_row(s, run_id, step_id, for_update=True)
+            if row.state != StepState.AWAITING_APPROVAL:
+                raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; it does not need approval now.")
             existing: object = s.scalars(
                 sa.select(Approval).where(
                     Approval.run_id == run_id,
@@ -476,6 +531,15 @@ class RunService:
                     step_id=step_id,
                     detail={"fingerprint": row.fingerprint, "round": row.attempt},
                 )
+            else:
+                audit.append(
+                    s,
+                    run_id,
+                    user,
+                    "approval.repeated",
+                    step_id=step_id,
+                    detail={"round": row.attempt, "counted": False},
+                )
             have = (
                 s.scalar(
                     sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(
@@ -487,13 +551,9 @@ class RunService:
                 )
                 or 0
             )
-        approved = False
-        if have >= needed and existing is None:
-            try:
-                self.transition(run_id, step_id, StepEvent.APPROVE, user, detail={"approvals": have})
+            if have >= needed and existing is None:
+                self.transition(run_id, step_id, StepEvent.APPROVE, user, session=s, detail={"approvals": have})
                 approved = True
-            except StateConflict:
-                approved = False  # a concurrent approval completed it first
         return ApprovalOutcome(step_id, have, needed, approved, already=existing is not None)
 
     def done(self, run_id: str, step_id: str, user: str, *, choice: str | None = None) -> StepState:
@@ -534,8 +594,12 @@ class RunService:
         sv = view.step(step_id)
         policy.check_approver(self.config.slack, user, self.group_members)
         needed = max(2, self.config.slack.destructive_approvals if sv.step.risk == "destructive" else 2)
+        done = False
         with self.store.session() as s:
-            row = self._step_row(s, run_id, step_id)
+            self._check_run_active(s, run_id)
+            row = self._step_row(s, run_id, step_id, for_update=True)  # one vote at a time per step
+            if row.state in FINISHED_STEP_STATES:
+                raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; nothing to mark done.")
             existing: object = s.scalars(
                 sa.select(Approval).where(
                     Approval.run_id == run_id,
@@ -561,6 +625,10 @@ class RunService:
                 existing = True
             if existing is None:
                 audit.append(s, run_id, user, "mark_done.vote", step_id=step_id, detail={"reason": reason})
+            else:
+                audit.append(
+                    s, run_id, user, "mark_done.repeated", step_id=step_id, detail={"reason": reason, "counted": False}
+                )
             have = (
                 s.scalar(
                     sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(
@@ -572,13 +640,9 @@ class RunService:
                 )
                 or 0
             )
-        done = False
-        if have >= needed and existing is None:
-            try:
-                self.transition(run_id, step_id, StepEvent.MARK_DONE, user, detail={"reason": reason})
+            if have >= needed and existing is None:
+                self.transition(run_id, step_id, StepEvent.MARK_DONE, user, session=s, detail={"reason": reason})
                 done = True
-            except StateConflict:
-                done = False
         return ApprovalOutcome(step_id, have, needed, done, already=existing is not None)
 
     def skip(self, run_id: str, step_id: str, user: str, reason: str) -> StepState:
@@ -655,8 +719,15 @@ class RunService:
 
     # ------------------------------------------------------------------ worker side
 
-    def post(self, run_id: str, step_id: str, *, fingerprint: str, preview: str) -> StepState:
-        """The step becomes current: store what will be approved, and run read-only steps by themselves."""
+    def post(
+        self, run_id: str, step_id: str, *, fingerprint: str, preview: str, targets: Iterable[str] = ()
+    ) -> StepState:
+        """The step becomes current: store what will be approved, and run read-only steps by themselves.
+
+        The step, its fan-out targets and a read-only step's approval move in one transaction, so a
+        crash never leaves a step posted with targets that were not.
+        """
+        step = self.plan_of(self.get_run(run_id)).step(step_id)
         with self.store.session() as s:
             self._check_run_active(s, run_id)
             new = self.transition(
@@ -668,9 +739,12 @@ class RunService:
                 values={"fingerprint": fingerprint, "preview": preview, "posted_at": self.clock()},
                 detail={"fingerprint": fingerprint},
             )
-        step = self.plan_of(self.get_run(run_id)).step(step_id)
-        if self.needed(step) == 0:
-            new = self.transition(run_id, step_id, StepEvent.AUTO_APPROVE, "bot", detail={"reason": "read-only"})
+            for key in targets:
+                self.transition(run_id, step_id, StepEvent.POST, "bot", target=key, session=s)
+            if self.needed(step) == 0:
+                new = self.transition(
+                    run_id, step_id, StepEvent.AUTO_APPROVE, "bot", session=s, detail={"reason": "read-only"}
+                )
         return new
 
     def not_needed(self, run_id: str, step_id: str, reason: str) -> None:
@@ -690,8 +764,20 @@ class RunService:
                 detail={"why": why, "new_fingerprint": fingerprint},
             )
 
-    def claim(self, run_id: str, step_id: str, targets: Iterable[str] = ()) -> bool:
-        """Write-ahead: mark the step (and its targets) running before any remote call. False if lost."""
+    def claim(
+        self,
+        run_id: str,
+        step_id: str,
+        targets: Iterable[str] = (),
+        *,
+        intent: dict[str, Any] | None = None,
+        on: str | None = None,
+    ) -> bool:
+        """Write-ahead: mark the step running before any remote call. False if another claim won.
+
+        With ``intent`` the ``execution.started`` event (what is about to be done, on host ``on``) is
+        written in the same transaction as the claim: a crash leaves both or neither.
+        """
         try:
             with self.store.session() as s:
                 self._check_run_active(s, run_id)
@@ -703,13 +789,21 @@ class RunService:
                     session=s,
                     detail={"intent": "execute", "targets": list(targets)},
                 )
+                if intent is not None:
+                    audit.append(s, run_id, "bot", "execution.started", step_id=step_id, target=on, detail=intent)
         except StateConflict:
             return False
         return True
 
-    def claim_target(self, run_id: str, step_id: str, target: str) -> bool:
+    def claim_target(self, run_id: str, step_id: str, target: str, *, intent: dict[str, Any] | None = None) -> bool:
+        """Write-ahead for one target of a fan-out step (``execution.started`` in the same transaction)."""
         try:
-            self.transition(run_id, step_id, StepEvent.CLAIM, "bot", target=target, detail={"intent": "execute"})
+            with self.store.session() as s:
+                self.transition(
+                    run_id, step_id, StepEvent.CLAIM, "bot", target=target, session=s, detail={"intent": "execute"}
+                )
+                if intent is not None:
+                    audit.append(s, run_id, "bot", "execution.started", step_id=step_id, target=target, detail=intent)
         except StateConflict:
             return False
         return True
@@ -724,7 +818,10 @@ class RunService:
         error: str | None = None,
         target: str = WHOLE,
         duration_s: float | None = None,
+        execution: dict[str, Any] | None = None,
+        on: str | None = None,
     ) -> None:
+        """Record a step's (or target's) result; ``execution`` adds ``execution.finished`` in the same transaction."""
         event = StepEvent.SUCCEED if ok else StepEvent.FAIL
         detail: dict[str, Any] = {"ok": ok}
         if error:
@@ -733,25 +830,84 @@ class RunService:
             detail["result"] = result
         if duration_s is not None:
             detail["duration_s"] = round(duration_s, 3)
-        self.transition(
-            run_id,
-            step_id,
-            event,
-            "bot",
-            target=target,
-            detail=detail,
-            values={"result": json.dumps(audit.scrub(result or {}), sort_keys=True), "error": error},
-        )
+        with self.store.session() as s:
+            if execution is not None:
+                audit.append(
+                    s,
+                    run_id,
+                    "bot",
+                    "execution.finished",
+                    step_id=step_id,
+                    target=on or target or None,
+                    detail=execution,
+                )
+            self.transition(
+                run_id,
+                step_id,
+                event,
+                "bot",
+                target=target,
+                session=s,
+                detail=detail,
+                values={"result": json.dumps(audit.scrub(result or {}), sort_keys=True), "error": error},
+            )
 
-    def probe_resolved(self, run_id: str, step_id: str, target: str = WHOLE) -> None:
+    def probe_resolved(self, run_id: str, step_id: str, target: str = WHOLE, *, evidence: str = "") -> None:
+        """After a restart: the step's read-only probe found its effect in place; it is done, not run again."""
+        summary = (
+            "The bot restarted while this step was running. Its read-only check found the effect in place"
+            + (f" ({evidence})" if evidence else "")
+            + ", so it is marked done without running it again."
+        )
         self.transition(
             run_id,
             step_id,
             StepEvent.PROBE_IN_PLACE,
             "bot",
             target=target,
-            detail={"reason": "after a restart, the probe found the effect in place"},
+            detail={"reason": "after a restart, the probe found the effect in place", "evidence": evidence},
+            values={"result": json.dumps({"summary": summary}), "error": None},
         )
+
+    def needs_people(self, run_id: str, step_id: str, target: str, why: str) -> None:
+        """After a restart: the probe could not show the effect in place; people decide (Retry / Mark done)."""
+        audit.record(
+            self.store,
+            run_id,
+            "bot",
+            "recovery.ask_people",
+            step_id=step_id,
+            target=target or None,
+            detail={"why": why},
+        )
+
+    @contextmanager
+    def executing(self, run_id: str, step_id: str) -> Iterator[bool]:
+        """Held by the process that executes ``step_id``: yields False when another live process holds it.
+
+        On PostgreSQL this is a session advisory lock on a connection of its own; the database drops
+        it when the process dies, so a replica's start-up recovery can tell a step that is running
+        elsewhere from one whose process is gone. SQLite has one process: always True.
+        """
+        if self.store.dialect != "postgresql":
+            yield True
+            return
+        key = execution_lock_key(run_id, step_id)
+        conn = self.store.engine.connect()
+        try:
+            got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        except BaseException:
+            conn.invalidate()  # closing the session releases the lock whatever state it is in
+            raise
+        finally:
+            conn.close()
 
     def mark_crashed(self) -> list[tuple[str, str, str]]:
         """At start-up: every step found running becomes unknown. Returns (run, step, target) triples."""
@@ -764,20 +920,41 @@ class RunService:
                     .where(Run.state == RunState.ACTIVE, StepRun.state == StepState.RUNNING)
                 )
             )
+        by_step: dict[tuple[str, str], list[StepRun]] = {}
         for r in rows:
-            try:
-                self.transition(
-                    r.run_id,
-                    r.step_id,
-                    StepEvent.CRASH,
-                    "bot",
-                    target=r.target,
-                    detail={"reason": "the bot restarted while this was running"},
-                )
-                found.append((r.run_id, r.step_id, r.target))
-            except StateConflict:
-                continue
+            by_step.setdefault((r.run_id, r.step_id), []).append(r)
+        for (run_id, step_id), group in by_step.items():
+            with self.executing(run_id, step_id) as nobody_else:
+                if not nobody_else:
+                    log.info("%s %s is running in another live process; left alone", run_id, step_id)
+                    continue
+                for r in sorted(group, key=lambda r: r.target != WHOLE):
+                    try:
+                        self.transition(
+                            r.run_id,
+                            r.step_id,
+                            StepEvent.CRASH,
+                            "bot",
+                            target=r.target,
+                            detail={"reason": "the bot restarted while this was running"},
+                        )
+                        found.append((r.run_id, r.step_id, r.target))
+                    except StateConflict:
+                        continue
         return found
+
+
+def _claim_time(message_ts: str) -> float:
+    try:
+        return float(message_ts[len(POSTING) :])
+    except ValueError:
+        return 0.0  # a claim from before claims carried their time: stale
+
+
+def execution_lock_key(run_id: str, step_id: str) -> int:
+    """The PostgreSQL advisory lock id held while a process executes ``step_id`` of ``run_id``."""
+    digest = hashlib.sha256(f"failover-bot:execute:{run_id}:{step_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _row(run_id: str, step_id: str, target: str, position: int, now: datetime) -> StepRun:

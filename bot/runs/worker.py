@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from actions import settings_xml
 from actions.registry import Outcome, StepContext, action_for, guid_fact, read_settings
 from actions.storage_platform_db import StoragePlatformDb
+from bot.config import Host
 from bot.errors import ExecutionError, StateConflict, UsageError
 from bot.runs import policy
 from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepEvent, StepState
@@ -30,6 +33,70 @@ def bot_executes(step: ResolvedStep) -> bool:
     return step.kind in BOT_RUNS or step.action == "preflight"
 
 
+def output_digest(value: Any) -> str:
+    """SHA-256 of what an execution returned, secrets masked first (the digest never hides a secret)."""
+    return hashlib.sha256(audit.canonical({"output": audit.scrub(value)}).encode("utf-8")).hexdigest()
+
+
+class RecordingExecutor:
+    """The executor as the worker uses it: while a step executes, each remote operation it performs is noted
+    (host, operation, exit status, digest of the output) for the step's ``execution.finished`` audit event.
+    Previews and probes run outside ``recording()`` and are not noted."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._local = threading.local()
+
+    def run(self, host: Host, op: str, data: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+        noted: list[dict[str, Any]] | None = getattr(self._local, "noted", None)
+        started = time.monotonic()
+        try:
+            result: dict[str, Any] = self.inner.run(host, op, data, timeout_s=timeout_s)
+        except ExecutionError as exc:
+            if noted is not None:
+                noted.append(
+                    {
+                        "host": host.name,
+                        "op": op,
+                        "ok": False,
+                        "exit_status": None,
+                        "error": str(exc),
+                        "error_kind": type(exc).__name__,
+                        "output_sha256": output_digest(str(exc)),
+                        "duration_s": round(time.monotonic() - started, 3),
+                    }
+                )
+            raise
+        if noted is not None:
+            noted.append(
+                {
+                    "host": host.name,
+                    "op": op,
+                    "ok": True,
+                    "exit_status": 0,  # the executor returns only results of scripts that exited 0
+                    "output_sha256": output_digest(result),
+                    "duration_s": round(time.monotonic() - started, 3),
+                }
+            )
+        return result
+
+    @contextmanager
+    def recording(self) -> Iterator[list[dict[str, Any]]]:
+        """Note the remote operations this thread performs until the block ends."""
+        noted: list[dict[str, Any]] = []
+        self._local.noted = noted
+        try:
+            yield noted
+        finally:
+            self._local.noted = None
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class Worker:
     """One background worker per process. ``kick(run_id)`` is cheap and idempotent."""
 
@@ -43,7 +110,7 @@ class Worker:
         max_parallel_targets: int = 16,
     ) -> None:
         self.service = service
-        self.executor = executor
+        self.executor = executor if isinstance(executor, RecordingExecutor) else RecordingExecutor(executor)
         self.notify = notify or (lambda run_id, what: None)
         self.database = database or (lambda: StoragePlatformDb.from_env(service.config.db))
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run")
@@ -51,8 +118,13 @@ class Worker:
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._guard = threading.Lock()
+        self._timers: list[threading.Timer] = []
 
     def close(self) -> None:
+        with self._guard:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._targets.shutdown(wait=True)
 
@@ -109,6 +181,7 @@ class Worker:
 
     def advance(self, run_id: str) -> None:
         """Post the next step, run what needs no person, and stop where people must act."""
+        self._reclaim_messages(run_id)
         for _ in range(500):  # bounded: a run has far fewer steps
             view = self.service.view(run_id)
             if view.run.state != RunState.ACTIVE:
@@ -154,11 +227,9 @@ class Worker:
             return
         preview = self.preview(view, sv.step)
         fp = policy.fingerprint(sv.step.id, [t.key for t in sv.step.targets], sv.step.spec.params, preview)
+        pending = [key for key, trow in sv.targets.items() if trow.state == StepState.PENDING]
         try:
-            self.service.post(view.run.id, sv.step.id, fingerprint=fp, preview=preview)
-            for key, trow in sv.targets.items():
-                if trow.state == StepState.PENDING:
-                    self.service.transition(view.run.id, sv.step.id, StepEvent.POST, "bot", target=key)
+            self.service.post(view.run.id, sv.step.id, fingerprint=fp, preview=preview, targets=pending)
         except StateConflict:
             return  # another worker or replica posted it
         self.notify(view.run.id, f"step {sv.step.id} posted")
@@ -196,14 +267,38 @@ class Worker:
                     return
                 self.notify(run_id, f"step {step.id} changed; approvals void")
                 return
+        with self.service.executing(run_id, step.id) as mine:
+            if mine:  # else another process (a replica) is executing it right now
+                self._execute_claimed(view, sv)
+
+    def _intent(self, sv: StepView, target: Target | None) -> dict[str, Any]:
+        """What is about to be done, written ahead of the first remote call (``execution.started``)."""
+        step = sv.step
+        return {
+            "action": step.action,
+            "kind": step.kind,
+            "risk": step.risk,
+            "title": step.title,
+            "host": target.host if target is not None else None,
+            "attempt": sv.row.attempt,
+            "approved_by": list(sv.approvers),
+            "approved_fingerprint": sv.row.fingerprint,
+            "preview": (sv.row.preview or "")[:2000],
+        }
+
+    def _execute_claimed(self, view: RunView, sv: StepView) -> None:
+        run_id, step = view.run.id, sv.step
         targets = self._targets_to_run(sv)
-        if not self.service.claim(run_id, step.id, [t.key for t in targets]):
+        whole = None if sv.targets else step.targets[0]
+        intent = self._intent(sv, whole) if whole is not None else None
+        host = whole.host if whole is not None else None
+        if not self.service.claim(run_id, step.id, [t.key for t in targets], intent=intent, on=host):
             return  # someone else runs it
         self.notify(run_id, f"step {step.id} running")
         ctx = self.context(view)
         started = time.monotonic()
-        if sv.targets:
-            futures = {t.key: self._targets.submit(self._run_target, ctx, run_id, step, t) for t in targets}
+        if whole is None:
+            futures = {t.key: self._targets.submit(self._run_target, ctx, run_id, sv, t) for t in targets}
             errors = [e for e in (f.result() for f in futures.values()) if e]
             fresh = self.service.view(run_id).step(step.id)
             bad = [k for k, r in fresh.targets.items() if r.state not in FINISHED_STEP_STATES]
@@ -218,20 +313,37 @@ class Worker:
                 result={"targets": {k: r.state for k, r in fresh.targets.items()}},
             )
         else:
-            target = step.targets[0]
-            try:
-                outcome = action_for(step.action).run(ctx, step, target)
-            except ExecutionError as exc:
-                self.service.finish(run_id, step.id, ok=False, error=str(exc), duration_s=time.monotonic() - started)
+            outcome: Outcome | None = None
+            failure: ExecutionError | None = None
+            with self.executor.recording() as noted:
+                try:
+                    outcome = action_for(step.action).run(ctx, step, whole)
+                except ExecutionError as exc:
+                    failure = exc
+            duration = time.monotonic() - started
+            if failure is not None:
+                self.service.finish(
+                    run_id,
+                    step.id,
+                    ok=False,
+                    error=str(failure),
+                    duration_s=duration,
+                    execution=_finished(False, failure, noted, duration),
+                    on=host,
+                )
                 self.notify(run_id, f"step {step.id} failed")
                 return
+            assert outcome is not None
             self._record(run_id, outcome)
+            result = {"summary": outcome.summary, **outcome.result}
             self.service.finish(
                 run_id,
                 step.id,
                 ok=True,
-                result={"summary": outcome.summary, **outcome.result},
-                duration_s=time.monotonic() - started,
+                result=result,
+                duration_s=duration,
+                execution=_finished(True, result, noted, duration),
+                on=host,
             )
         self.notify(run_id, f"step {step.id} finished")
 
@@ -241,29 +353,41 @@ class Worker:
         wanted = {k for k, r in sv.targets.items() if r.state in (StepState.APPROVED, StepState.AWAITING_APPROVAL)}
         return [t for t in sv.step.targets if t.key in wanted]
 
-    def _run_target(self, ctx: StepContext, run_id: str, step: ResolvedStep, target: Target) -> str | None:
+    def _run_target(self, ctx: StepContext, run_id: str, sv: StepView, target: Target) -> str | None:
+        step = sv.step
         try:
             self.service.transition(run_id, step.id, StepEvent.AUTO_APPROVE, "bot", target=target.key)
         except StateConflict:
             pass  # a retried target is already approved
-        if not self.service.claim_target(run_id, step.id, target.key):
+        if not self.service.claim_target(run_id, step.id, target.key, intent=self._intent(sv, target)):
             return None
         started = time.monotonic()
-        try:
-            outcome = action_for(step.action).run(ctx, step, target)
-        except ExecutionError as exc:
-            self.service.finish(
-                run_id, step.id, ok=False, error=str(exc), target=target.key, duration_s=time.monotonic() - started
-            )
-            return f"{target.key}: {exc}"
+        with self.executor.recording() as noted:
+            try:
+                outcome = action_for(step.action).run(ctx, step, target)
+            except ExecutionError as exc:
+                duration = time.monotonic() - started
+                self.service.finish(
+                    run_id,
+                    step.id,
+                    ok=False,
+                    error=str(exc),
+                    target=target.key,
+                    duration_s=duration,
+                    execution=_finished(False, exc, noted, duration),
+                )
+                return f"{target.key}: {exc}"
         self._record(run_id, outcome)
+        result = {"summary": outcome.summary, **outcome.result}
+        duration = time.monotonic() - started
         self.service.finish(
             run_id,
             step.id,
             ok=True,
             target=target.key,
-            duration_s=time.monotonic() - started,
-            result={"summary": outcome.summary, **outcome.result},
+            duration_s=duration,
+            result=result,
+            execution=_finished(True, result, noted, duration),
         )
         self.notify(run_id, f"step {step.id} target {target.key} finished")
         return None
@@ -290,8 +414,21 @@ class Worker:
 
     # ------------------------------------------------------------------ after a crash
 
+    def _reclaim_messages(self, run_id: str) -> None:
+        """Step messages a dead process claimed but never posted are handed back (and posted by the next sync)."""
+        wait = self.service.release_stale_message_claims(run_id)
+        if wait is not None:
+            timer = threading.Timer(wait + 0.2, self.kick, args=(run_id,))
+            timer.daemon = True
+            with self._guard:
+                self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            timer.start()
+
     def recover(self) -> list[str]:
         """Start-up: running steps become unknown; each probe decides or people are asked. Nothing re-runs."""
+        active = self.service.active_run()
+        if active is not None:
+            self._reclaim_messages(active.id)
         crashed: dict[tuple[str, str], list[str]] = {}
         for run_id, step_id, target in self.service.mark_crashed():
             crashed.setdefault((run_id, step_id), []).append(target)
@@ -304,10 +441,12 @@ class Worker:
             keys = [t for t in targets if t != WHOLE] if sv.targets else [WHOLE]
             for key in keys:
                 chosen = [t for t in sv.step.targets if key == WHOLE or t.key == key]
+                why = ""
                 try:
-                    in_place = all(action.probe(ctx, sv.step, t) is True for t in chosen)
+                    answers = [action.probe(ctx, sv.step, t) for t in chosen]
                 except ExecutionError as exc:
-                    in_place = False
+                    answers = [None]
+                    why = f"its read-only check failed: {exc}"
                     audit.record(
                         self.service.store,
                         run_id,
@@ -317,14 +456,38 @@ class Worker:
                         target=key or None,
                         detail={"error": str(exc)},
                     )
-                if in_place:
-                    self.service.probe_resolved(run_id, step_id, key)
+                labels = ", ".join(t.label for t in chosen)
+                if answers and all(a is True for a in answers):
+                    self.service.probe_resolved(run_id, step_id, key, evidence=f"{sv.step.action} checked on {labels}")
                     messages.append(f"{run_id} {step_id}{' ' + key if key else ''}: effect in place; marked done")
                 else:
-                    messages.append(f"{run_id} {step_id}{' ' + key if key else ''}: outcome unknown; people decide")
+                    why = why or (
+                        f"its read-only check found the effect not in place on {labels}"
+                        if any(a is False for a in answers)
+                        else "no read-only check can tell whether it happened"
+                    )
+                    self.service.needs_people(run_id, step_id, key, why)
+                    messages.append(
+                        f"{run_id} {step_id}{' ' + key if key else ''}: outcome unknown ({why}); people decide"
+                    )
             if sv.targets:
                 fresh = self.service.view(run_id).step(step_id)
                 if all(r.state in FINISHED_STEP_STATES for r in fresh.targets.values()):
                     self.service.probe_resolved(run_id, step_id, WHOLE)
             self.notify(run_id, f"step {step_id} recovered after a restart")
         return messages
+
+
+def _finished(ok: bool, output: Any, noted: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """The ``execution.finished`` audit detail: status, error, digest of the output and the remote operations."""
+    detail: dict[str, Any] = {
+        "ok": ok,
+        "exit_status": 0 if ok else 1,  # of the step: 0 done, 1 failed (each operation has its own below)
+        "output_sha256": output_digest(output if ok else str(output)),
+        "duration_s": round(duration_s, 3),
+        "operations": list(noted),
+    }
+    if not ok:
+        detail["error"] = str(output)
+        detail["error_kind"] = type(output).__name__
+    return detail
