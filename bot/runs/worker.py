@@ -268,8 +268,10 @@ class Worker:
                 self.notify(run_id, f"step {step.id} changed; approvals void")
                 return
         with self.service.executing(run_id, step.id) as mine:
-            if mine:  # else another process (a replica) is executing it right now
-                self._execute_claimed(view, sv)
+            if not mine:
+                log.info("%s %s is being executed by another process; not here", run_id, step.id)
+                return
+            self._execute_claimed(view, sv)
 
     def _intent(self, sv: StepView, target: Target | None) -> dict[str, Any]:
         """What is about to be done, written ahead of the first remote call (``execution.started``)."""
@@ -293,7 +295,8 @@ class Worker:
         intent = self._intent(sv, whole) if whole is not None else None
         host = whole.host if whole is not None else None
         if not self.service.claim(run_id, step.id, [t.key for t in targets], intent=intent, on=host):
-            return  # someone else runs it
+            log.info("%s %s was claimed by another worker; not run here", run_id, step.id)
+            return
         self.notify(run_id, f"step {step.id} running")
         ctx = self.context(view)
         started = time.monotonic()
