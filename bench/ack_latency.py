@@ -1,0 +1,266 @@
+"""Benchmark: how fast the bot's HTTP endpoint acknowledges signed Slack requests, 1 / 10 / 50 at once.
+
+The bot runs in this process as in a rehearsal (bot/sandbox/rehearsal.py: the simulated example
+platform, the loopback Slack stand-in, the real waitress endpoint with bolt behind it). The load comes
+from a separate process (spawned, its own interpreter and GIL, like Slack's servers would be), which
+opens a new TCP connection per request, as Slack does, and releases each burst of C requests together
+behind a barrier. Latency is measured there: connect, send, read the whole answer.
+
+Two kinds of request:
+
+* ``status``: ``/failover status`` from an operator while a failover waits on an approval (the answer
+  is the acknowledgement; the status text goes to ``response_url``).
+* ``click``: bursts of button clicks on the step that waits, as when several people press at once:
+  Approve (or Done on a manual step) by the two approvers alternately, with their own action_ts; one
+  click moves the step on, the others are refused (already approved, stale card) or counted as a
+  second approval on a two-person delete. The bursts walk a whole failover and failback of the
+  example platform; between bursts the people wait until the bot has taken the step in.
+
+Usage: ``.venv/bin/python bench/ack_latency.py [--concurrency 1 10 50] [--samples 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import math
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
+Request = tuple[str, dict[str, str]]  # (body, headers) as Slack would POST them
+
+
+# --------------------------------------------------------------------------- the load process
+
+
+def _fire(port: int, path: str, request: Request, barrier: threading.Barrier, out: list[Any], i: int) -> None:
+    body, headers = request
+    barrier.wait(timeout=30)
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body=body.encode("utf-8"), headers=headers)
+        reply = conn.getresponse()
+        reply.read()
+        out[i] = (reply.status, time.perf_counter() - started)
+    except OSError as exc:
+        out[i] = (-1, time.perf_counter() - started, str(exc))
+    finally:
+        conn.close()
+
+
+def load_process(pipe: Connection, url: str) -> None:
+    """Serve bursts until told to stop: receive a list of requests, send them all at once, reply timings."""
+    parts = urlsplit(url)
+    port, path = int(parts.port or 80), parts.path or "/slack/events"
+    while True:
+        batch = pipe.recv()
+        if batch is None:
+            return
+        out: list[Any] = [None] * len(batch)
+        barrier = threading.Barrier(len(batch))
+        threads = [
+            threading.Thread(target=_fire, args=(port, path, req, barrier, out, i)) for i, req in enumerate(batch)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        pipe.send(out)
+
+
+# --------------------------------------------------------------------------- the bot side
+
+
+@dataclass
+class Stats:
+    kind: str
+    concurrency: int
+    latencies: list[float]
+    statuses: Counter[int]
+
+    def row(self) -> str:
+        lat = sorted(self.latencies)
+        p50 = statistics.median(lat) * 1000
+        p99 = lat[min(len(lat) - 1, math.ceil(0.99 * len(lat)) - 1)] * 1000
+        codes = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        top = lat[-1] * 1000
+        return f"{self.kind:<8}{self.concurrency:>6}{len(lat):>9}{p50:>9.1f}{p99:>9.1f}{top:>9.1f}  HTTP {codes}"
+
+
+HEADER = f"{'request':<8}{'conc.':>6}{'samples':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  answers"
+
+
+def capture(person: Any) -> Any:
+    """A SlackPerson that signs and records its deliveries instead of posting them."""
+    from bot.sandbox.people import Response
+
+    captured: list[Request] = []
+
+    def post(body: str, headers: dict[str, str]) -> Response:
+        captured.append((body, dict(headers)))
+        return Response(200, "", 0.0)
+
+    person._post = post
+    person.captured = captured
+    return person
+
+
+class Bench:
+    def __init__(self, rh: Any, pipe: Connection) -> None:
+        self.rh = rh
+        self.pipe = pipe
+        from bot.sandbox.people import SlackPerson
+        from bot.sandbox.rehearsal import SIGNING_SECRET
+
+        self.signers = {
+            uid: capture(
+                SlackPerson(uid, p.user_name, bot_url=rh.http.url, signing_secret=SIGNING_SECRET, slack=rh.slack)
+            )
+            for uid, p in rh.people.items()
+        }
+
+    def burst(self, requests: list[Request]) -> list[tuple[int, float]]:
+        self.pipe.send(requests)
+        out = self.pipe.recv()
+        return [(r[0], r[1]) for r in out]
+
+    def sign(self, user: str, act: Any) -> Request:
+        signer = self.signers[user]
+        act(signer)
+        return signer.captured.pop()  # type: ignore[no-any-return]
+
+    def sign_click(self, user: str, message: Any, action: str, value: str | None) -> Request:
+        return self.sign(user, lambda p: p.click(message, action, value))
+
+    # ---- /failover status
+
+    def status(self, concurrency: int, samples: int) -> Stats:
+        stats = Stats("status", concurrency, [], Counter())
+        users = [ALICE, BOB, CAROL]
+        for _ in range(max(1, math.ceil(samples / concurrency))):
+            batch = [self.sign(users[i % 3], lambda p: p.command("status")) for i in range(concurrency)]
+            for code, seconds in self.burst(batch):
+                stats.statuses[code] += 1
+                stats.latencies.append(seconds)
+        return stats
+
+    # ---- click bursts through a whole failover and failback
+
+    def clicks(self, concurrency: int, samples: int, run_id: str) -> Stats:
+        from bot.runs.machine import StepState
+        from bot.runs.worker import bot_executes
+        from bot.slack_ids import ActionId, ButtonRef
+
+        rh = self.rh
+        stats = Stats("click", concurrency, [], Counter())
+        approvers = (BOB, CAROL)
+        for _ in range(400):
+            view = rh.settled(run_id)
+            cur = view.current
+            if view.run.state != "active" or cur is None:
+                return stats
+            step = cur.step
+            if cur.state == StepState.FAILED:
+                raise RuntimeError(f"{step.id} failed: {cur.row.error}")
+            action, value = ActionId.APPROVE, None
+            if cur.state == StepState.AWAITING_APPROVAL and not (step.risk == "destructive" or bot_executes(step)):
+                action = ActionId.DONE
+            elif cur.state == StepState.APPROVED and not bot_executes(step):
+                action = ActionId.DONE
+            if action == ActionId.DONE and step.spec.choices:
+                value = ButtonRef(run_id, step.id, cur.row.attempt, step.spec.choices[0]).encode()
+            message = self._message_with(run_id, step.id, str(action), value)
+            first = CAROL if cur.approvers and cur.approvers[0] == BOB else BOB
+            order = [first, *(a for a in approvers if a != first)]
+            batch = [self.sign_click(order[i % 2], message, str(action), value) for i in range(concurrency)]
+            before = (cur.state, cur.row.attempt, len(cur.approvers), len(cur.mark_done_votes))
+            for code, seconds in self.burst(batch):
+                stats.statuses[code] += 1
+                stats.latencies.append(seconds)
+            rh.wait_until(f"{step.id} to move on", partial(rh._moved, run_id, step.id, before))
+        raise RuntimeError(f"{run_id} did not finish")
+
+    def _message_with(self, run_id: str, step_id: str, action: str, value: str | None) -> Any:
+        """The step's card once it shows the button (the card can lag the run's state by a moment)."""
+        from bot.sandbox.people import buttons
+
+        deadline = time.monotonic() + 10
+        while True:
+            msg = self.rh.message_of(run_id, step_id)
+            if any(b.action_id == action and (value is None or b.value == value) for b in buttons(msg.blocks)):
+                return msg
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {action} button on {step_id}'s card")
+            time.sleep(0.01)
+
+
+def measure(concurrency: int, samples: int, ctx: multiprocessing.context.SpawnContext) -> list[Stats]:
+    from bench.platforms import site_hosts, write_platform
+    from bot.sandbox.rehearsal import rehearsal
+
+    with tempfile.TemporaryDirectory(prefix="bench-ack-") as tmp:
+        config_path = write_platform(Path(tmp) / "cfg")
+        with rehearsal(config_path, Path(tmp) / "state") as rh:
+            parent, child = ctx.Pipe()
+            loader = ctx.Process(target=load_process, args=(child, rh.http.url), daemon=True)
+            loader.start()
+            try:
+                bench = Bench(rh, parent)
+                for host in site_hosts(config_path, "site-a"):
+                    rh.faults(host, refuse=True)
+                fo = rh.start(ALICE, "start site-a")
+                rh.settled(fo)  # F1 waits on an approval
+                results = [bench.status(concurrency, samples)]
+                click = bench.clicks(concurrency, samples, fo)
+                for host in site_hosts(config_path, "site-a"):
+                    rh.faults(host)
+                fb = rh.start(ALICE, "failback site-a")
+                more = bench.clicks(concurrency, samples, fb)
+                click.latencies += more.latencies
+                click.statuses += more.statuses
+                results.append(click)
+                for view_id in (fo, fb):
+                    state = rh.service.view(view_id).run.state
+                    if state != "completed":
+                        print(f"note: {view_id} ended {state}")
+            finally:
+                parent.send(None)
+                loader.join(30)
+                if loader.is_alive():
+                    loader.terminate()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--samples", type=int, default=200, help="status requests per concurrency level")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    ctx = multiprocessing.get_context("spawn")
+    print("acknowledgement latency, new TCP connection per request, measured by a separate load process")
+    print(HEADER, flush=True)
+    for c in args.concurrency:
+        for stats in measure(c, args.samples, ctx):
+            print(stats.row(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
