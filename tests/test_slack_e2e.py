@@ -169,7 +169,7 @@ def test_refusals(rh: Rehearsal) -> None:
     # Skip on a required step is refused
     rh.click(BOB, fo, "F0", ActionId.MARK_DONE, reason="as-a is cut off from the network")
     with pytest.raises(LookupError):
-        rh.click(BOB, fo, "F0", ActionId.SKIP, reason="nope")  # no Skip button on a required step
+        rh.click(BOB, fo, "F0", ActionId.SKIP, reason="nope", wait_for_button=0.5)  # no Skip button on a required step
     # a non-approver's click is refused and audited
     rh.click("U0MALLORY", fo, "F0", ActionId.MARK_DONE, reason="me too")
     rh.wait_until("mallory refused", lambda: any("Only approvers" in e.text for e in rh.slack.ephemerals("U0MALLORY")))

@@ -22,7 +22,7 @@ from bot.config import Config, load_config
 from bot.runs.machine import StepState
 from bot.runs.service import RunView, StepView
 from bot.runs.worker import bot_executes
-from bot.sandbox.people import SlackPerson
+from bot.sandbox.people import ButtonNotFound, SlackPerson
 from bot.sandbox.slack_api import FakeSlackApi, Message
 from bot.server import HttpBot, start_up
 from bot.slack_ids import ActionId, BlockId
@@ -149,10 +149,20 @@ class Rehearsal:
         value: str | None = None,
         *,
         reason: str | None = None,
+        wait_for_button: float = 10.0,
     ) -> None:
-        msg = self.message_of(run_id, step_id)
+        """Click ``action`` on the step's message; the bot may still be updating it, so look again a while."""
         inputs = {(str(BlockId.REASON), str(ActionId.REASON_INPUT)): reason} if reason else None
-        resp = self.person(user).click(msg, str(action), value, inputs=inputs)
+        deadline = time.monotonic() + wait_for_button
+        while True:
+            msg = self.message_of(run_id, step_id)
+            try:
+                resp = self.person(user).click(msg, str(action), value, inputs=inputs)
+                break
+            except ButtonNotFound:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         if resp.status != 200:
             raise RehearsalError(f"click {action} on {step_id} answered HTTP {resp.status}")
         self.log.append(f"{user}: {action} on {step_id}" + (f" ({reason})" if reason else ""))
