@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
-from sqlalchemy.exc import IntegrityError
 
 from actions.winrm import WinRMExecutor
 from bot import config as cfg
@@ -20,8 +20,7 @@ from bot.presenter import Presenter
 from bot.runs.service import RunService
 from bot.runs.worker import Worker
 from bot.scheduling import Reminders
-from bot.store.db import Store, utcnow
-from bot.store.models import ProcessedDelivery
+from bot.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +52,16 @@ class Runtime:
         self.store.dispose()
 
 
-def delivery_key(body: dict[str, Any]) -> str | None:
-    """What identifies one delivery across Slack's retries and replays."""
-    if body.get("type") == "block_actions":
-        acts = body.get("actions") or [{}]
-        user = (body.get("user") or {}).get("id", "")
-        return f"click:{user}:{acts[0].get('action_ts', '')}:{acts[0].get('action_id', '')}"
-    if body.get("command"):
-        return f"command:{body.get('trigger_id', '')}"
-    return None
-
-
 def build_app(ctx: BotContext, *, token: str, signing_secret: str) -> App:
-    app = App(token=token, signing_secret=signing_secret, client=ctx.client, token_verification_enabled=False)
-
-    @app.middleware
-    def once_per_delivery(body: dict[str, Any], next: Any, ack: Any) -> BoltResponse | None:  # noqa: A002
-        """A Slack retry or a replayed click is acknowledged and does nothing a second time."""
-        key = delivery_key(body)
-        if key is not None:
-            try:
-                with ctx.store.session() as s:
-                    s.add(ProcessedDelivery(key=key[:200], created_at=utcnow()))
-            except IntegrityError:
-                log.info("ignoring a repeated delivery %s", key)
-                ack()
-                return BoltResponse(status=200, body="")
-        return next()  # type: ignore[no-any-return]
+    # Listeners acknowledge first and then work on these threads; enough of them that a burst of clicks
+    # never waits for a free thread before its acknowledgement.
+    app = App(
+        token=token,
+        signing_secret=signing_secret,
+        client=ctx.client,
+        token_verification_enabled=False,
+        listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="listener"),
+    )
 
     commands.register(app, ctx)
     actions.register(app, ctx)

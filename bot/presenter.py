@@ -60,6 +60,7 @@ class Presenter:
         self._guard = threading.Lock()
         self._rendered: dict[str, str] = {}  # message ts -> digest of the blocks last sent
         self._announced: set[str] = set()
+        self._dirty: set[str] = set()
 
     def _lock(self, run_id: str) -> threading.Lock:
         with self._guard:
@@ -87,12 +88,35 @@ class Presenter:
         self._rendered[ts] = digest
 
     def sync(self, run_id: str, what: str = "") -> None:
-        """Bring the thread up to date with the stored run state."""
-        try:
-            with self._lock(run_id):
-                self._sync(run_id)
-        except SlackApiError as exc:
-            log.warning("Slack refused an update of run %s: %s", run_id, exc.response.get("error"))
+        """Bring the thread up to date with the stored run state.
+
+        Coalesced: while one thread is syncing a run, further requests only mark it dirty and return;
+        the syncing thread looks once more, so a burst of changes costs a few passes, not one each.
+        """
+        lock = self._lock(run_id)
+        with self._guard:
+            self._dirty.add(run_id)
+        while True:
+            if not lock.acquire(blocking=False):
+                return  # the holder will see the dirty mark
+            try:
+                while self._take_dirty(run_id):
+                    try:
+                        self._sync(run_id)
+                    except SlackApiError as exc:
+                        log.warning("Slack refused an update of run %s: %s", run_id, exc.response.get("error"))
+            finally:
+                lock.release()
+            with self._guard:
+                if run_id not in self._dirty:
+                    return  # nobody asked between our last pass and the release
+
+    def _take_dirty(self, run_id: str) -> bool:
+        with self._guard:
+            if run_id in self._dirty:
+                self._dirty.discard(run_id)
+                return True
+            return False
 
     def _sync(self, run_id: str) -> None:
         view = self.service.view(run_id)

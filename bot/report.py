@@ -134,7 +134,7 @@ def _detail(detail: dict[str, Any], event: str = "", limit: int = 160) -> str:
 
 def build_report(store: Store, run_id: str) -> Report:
     """The run's report; UsageError when there is no such run."""
-    with store.session() as s:
+    with store.read_session() as s:
         run = s.get(Run, run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}")

@@ -553,7 +553,7 @@ class Reminders:
 
     def sent(self, run_id: str, step_id: str, attempt: int, what: Nag) -> int:
         """How many of ``what`` were sent for this attempt of the step, from the audit log (survives restarts)."""
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             details = s.scalars(
                 sa.select(AuditEvent.detail).where(
                     AuditEvent.run_id == run_id, AuditEvent.step_id == step_id, AuditEvent.event == str(what)

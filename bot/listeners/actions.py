@@ -14,7 +14,9 @@ from bot.slack_ids import ActionId, ButtonRef
 
 def register(app: App, ctx: BotContext) -> None:
     def on_click(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        ack()
+        ack()  # first: Slack wants an answer within 3 s; the work below happens after it
+        if not ctx.first_delivery(body):
+            return
         user = (body.get("user") or {}).get("id", "?")
         with guarded(ctx, respond, user, f"button {action.get('action_id')}"):
             handle_click(ctx, body, action, respond)

@@ -14,13 +14,15 @@ from typing import Any
 from slack_bolt import Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import IntegrityError
 
 from bot.config import Config
 from bot.errors import UserError
 from bot.presenter import Presenter
 from bot.runs.service import RunService
 from bot.runs.worker import Worker
-from bot.store.db import Store
+from bot.store.db import Store, utcnow
+from bot.store.models import ProcessedDelivery
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,19 @@ class BotContext:
     on_change: Callable[[str, str], None] | None = None  # thread + reminders, after a run changed
     permalinks: dict[str, str] = field(default_factory=dict)
 
+    def first_delivery(self, body: dict[str, Any]) -> bool:
+        """False for a Slack retry or a replayed click of a delivery already handled (it then does nothing)."""
+        key = delivery_key(body)
+        if key is None:
+            return True
+        try:
+            with self.store.session() as s:
+                s.add(ProcessedDelivery(key=key[:200], created_at=utcnow()))
+        except IntegrityError:
+            log.info("ignoring a repeated delivery %s", key)
+            return False
+        return True
+
     def changed(self, run_id: str, what: str = "") -> None:
         """A listener changed ``run_id``: bring the thread (and the reminders) up to date."""
         if self.on_change is not None:
@@ -97,6 +112,17 @@ def guarded(ctx: BotContext, respond: Respond, user: str, what: str) -> Iterator
             response_type="ephemeral",
             replace_original=False,
         )
+
+
+def delivery_key(body: dict[str, Any]) -> str | None:
+    """What identifies one delivery across Slack's retries and replays."""
+    if body.get("type") == "block_actions":
+        acts = body.get("actions") or [{}]
+        user = (body.get("user") or {}).get("id", "")
+        return f"click:{user}:{acts[0].get('action_ts', '')}:{acts[0].get('action_id', '')}"
+    if body.get("command"):
+        return f"command:{body.get('trigger_id', '')}"
+    return None
 
 
 def reason_from(body: dict[str, Any]) -> str:

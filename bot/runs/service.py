@@ -124,25 +124,25 @@ class RunService:
         return plan
 
     def get_run(self, run_id: str) -> Run:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             run = s.get(Run, run_id)
             if run is None:
                 raise UsageError(f"no run {run_id!r}")
             return run
 
     def active_run(self) -> Run | None:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             active = s.get(ActiveRun, self.config.platform)
             return s.get(Run, active.run_id) if active else None
 
     def last_run(self) -> Run | None:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             return s.scalars(
                 sa.select(Run).where(Run.platform == self.config.platform).order_by(Run.created_at.desc()).limit(1)
             ).first()
 
     def view(self, run_id: str) -> RunView:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             run = s.get(Run, run_id)
             if run is None:
                 raise UsageError(f"no run {run_id!r}")
@@ -182,7 +182,7 @@ class RunService:
 
     def default_failback_options(self, site: str) -> RunOptions | None:
         """Scope and StorageServers of the last completed failover of ``site``."""
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             run = s.scalars(
                 sa.select(Run)
                 .where(
@@ -197,7 +197,7 @@ class RunService:
         return options_of(run) if run else None
 
     def last_completed_failover(self, site: str) -> Run | None:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             return s.scalars(
                 sa.select(Run)
                 .where(

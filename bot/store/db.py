@@ -45,6 +45,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # Readers (read_session) take no lock at all: WAL lets them run beside a writer.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+
+
 class Store:
     """Owns the engine; hands out one session per unit of work (never shared across threads)."""
 
@@ -60,8 +65,9 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             # BEGIN IMMEDIATE: a unit of work that reads then writes holds the write lock from its
             # start, so two of them cannot both read the same state and then both write.
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(read_only=True), expire_on_commit=False)
         if migrate:
             self.migrate()
 
@@ -84,6 +90,12 @@ class Store:
         """A session whose transaction commits on success and rolls back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading only: on SQLite it does not queue behind writers for the write lock."""
+        with self._read_sessions() as session:
+            yield session  # closing the session rolls its (read-only) transaction back
 
     def healthy(self) -> bool:
         """True when the database answers (for ``GET /healthz``)."""
