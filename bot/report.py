@@ -105,11 +105,12 @@ def _operations(ops: list[dict[str, Any]]) -> str:
 
 
 def _execution(event: str, detail: dict[str, Any]) -> str | None:
-    """Execution events read as sentences: what was about to be done, and how it ended."""
+    """Execution and step events read as sentences: what was about to be done, how it ended, what changed."""
     if event == "execution.started":
-        who = ", ".join(detail.get("approved_by") or []) or "no approval needed (read-only)"
+        who = ", ".join(detail.get("approved_by") or [])
         on = f" on {detail['host']}" if detail.get("host") else ""
-        return f"intent: {detail.get('action')}{on} ({detail.get('risk')}); approved by {who}"
+        approved = f"approved by {who}" if who else "no approval needed (read-only)"
+        return f"intent: {detail.get('action')}{on} ({detail.get('risk')}); {approved}"
     if event == "execution.finished":
         verdict = "ok" if detail.get("ok") else f"FAILED: {detail.get('error', '')}"
         digest = str(detail.get("output_sha256", ""))[:16]
@@ -118,6 +119,13 @@ def _execution(event: str, detail: dict[str, Any]) -> str | None:
             text += f"; {_dur(float(detail['duration_s']))}"
         ops = detail.get("operations") or []
         return text + (f"; operations: {_operations(ops)}" if ops else "")
+    if event.startswith("step.") and "from" in detail and "to" in detail:
+        text = f"{str(detail['from']).replace('_', ' ')} → {str(detail['to']).replace('_', ' ')}"
+        extra = {k: v for k, v in detail.items() if k not in ("from", "to", "fingerprint", "new_fingerprint")}
+        result = extra.pop("result", None)
+        if isinstance(result, dict) and result.get("summary"):
+            extra["summary"] = result["summary"]
+        return text + "".join(f"; {k}={v}" for k, v in extra.items() if v not in (None, "", []))
     return None
 
 
@@ -126,7 +134,7 @@ def _detail(detail: dict[str, Any], event: str = "", limit: int = 160) -> str:
     if text is None:
         keep = {k: v for k, v in detail.items() if k not in ("steps", "fingerprint", "new_fingerprint")}
         text = ", ".join(f"{k}={v}" for k, v in keep.items())
-    else:
+    elif event.startswith("execution."):
         limit = max(limit, 400)
     text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
