@@ -14,12 +14,8 @@ from bot.slack_ids import ActionId, ButtonRef
 
 def register(app: App, ctx: BotContext) -> None:
     def on_click(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        ack()  # first: Slack wants an answer within 3 s; the work below happens after it
-        if not ctx.first_delivery(body):
-            return
-        user = (body.get("user") or {}).get("id", "?")
-        with guarded(ctx, respond, user, f"button {action.get('action_id')}"):
-            handle_click(ctx, body, action, respond)
+        ack()  # first: Slack wants an answer within 3 s; the work is queued behind it
+        ctx.background(_work, ctx, body, action, respond)
 
     for action_id in ActionId:
         if action_id != ActionId.REASON_INPUT:
@@ -28,6 +24,14 @@ def register(app: App, ctx: BotContext) -> None:
     @app.action(str(ActionId.REASON_INPUT))
     def typed(ack: Ack) -> None:
         ack()  # typing a reason is not an action by itself
+
+
+def _work(ctx: BotContext, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+    if not ctx.first_delivery(body):
+        return
+    user = (body.get("user") or {}).get("id", "?")
+    with guarded(ctx, respond, user, f"button {action.get('action_id')}"):
+        handle_click(ctx, body, action, respond)
 
 
 def _say(respond: Respond, text: str) -> None:

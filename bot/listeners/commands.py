@@ -27,11 +27,15 @@ USAGE = """*Usage:* `/failover <command>`
 def register(app: App, ctx: BotContext) -> None:
     @app.command("/failover")
     def failover(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()  # first: Slack wants an answer within 3 s; the work below happens after it
-        if not ctx.first_delivery(body):
-            return
-        with guarded(ctx, respond, body.get("user_id", "?"), "command"):
-            handle(ctx, body, respond)
+        ack()  # first: Slack wants an answer within 3 s; the work is queued behind it
+        ctx.background(_work, ctx, body, respond)
+
+
+def _work(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
+    if not ctx.first_delivery(body):
+        return
+    with guarded(ctx, respond, body.get("user_id", "?"), "command"):
+        handle(ctx, body, respond)
 
 
 def _reply(respond: Respond, text: str) -> None:

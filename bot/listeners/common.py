@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,21 @@ class BotContext:
     groups: GroupDirectory
     on_change: Callable[[str, str], None] | None = None  # thread + reminders, after a run changed
     permalinks: dict[str, str] = field(default_factory=dict)
+    # What listeners do after acknowledging runs here: a few threads, so that a burst of clicks queues
+    # instead of starving the threads that acknowledge the next requests.
+    work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="slack-work"))
+
+    def background(self, fn: Callable[..., None], *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:  # guarded() answers people; this only keeps a broken job from vanishing unseen
+                log.exception("background work %s failed", getattr(fn, "__name__", fn))
+
+        try:
+            self.work.submit(run)
+        except RuntimeError:  # shutting down: do it here rather than drop it
+            run()
 
     def first_delivery(self, body: dict[str, Any]) -> bool:
         """False for a Slack retry or a replayed click of a delivery already handled (it then does nothing)."""

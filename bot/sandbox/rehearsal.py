@@ -192,8 +192,14 @@ class Rehearsal:
             self.act_once(run_id, cur, approvers, choices, override_reason)
         raise RehearsalError(f"{run_id} did not finish")
 
-    def act_once(self, run_id: str, cur: StepView, approvers: tuple[str, str],
-                 choices: dict[str, str] | None = None, override_reason: str | None = None) -> None:
+    def act_once(
+        self,
+        run_id: str,
+        cur: StepView,
+        approvers: tuple[str, str],
+        choices: dict[str, str] | None = None,
+        override_reason: str | None = None,
+    ) -> None:
         """Do what the current step asks of people, once, and wait until the bot has taken it in."""
         step_id = cur.step.id
         before = (cur.state, cur.row.attempt, len(cur.approvers), len(cur.mark_done_votes))
@@ -292,4 +298,3 @@ def _drain_listeners(app: Any, timeout_s: float = 5.0) -> None:
     )
     drain.start()
     drain.join(timeout_s)
-
