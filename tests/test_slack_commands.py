@@ -123,3 +123,25 @@ def test_fifty_storage_servers_fit_slacks_limits(tmp_path: Path) -> None:
                 assert "ss-a0" in text and "ss-a49" in text  # every target listed
         service.abort(run.id, ALICE, "test")
     store.dispose()
+
+
+def test_every_command_is_in_the_audit_log(rh: Rehearsal) -> None:
+    from bot.report import build_report
+
+    for host in ("as-a", "ss-a1", "ss-a2"):
+        rh.faults(host, refuse=True)
+    fo = rh.start(ALICE, "start site-a scope=account")
+    rh.settled(fo)
+    rh.person(BOB).command("status")
+    rh.person(BOB).command(f"report {fo}")
+    rh.person(CAROL).command("plan failback site-a")
+
+    def logged() -> list[str]:
+        return [
+            e["detail"].get("command", "") for e in build_report(rh.runtime.store, fo).events if e["event"] == "command"
+        ]
+
+    rh.wait_until("three more commands in the log", lambda: len(logged()) >= 4, timeout=20)
+    commands = logged()
+    assert commands[0] == "/failover start site-a scope=account"
+    assert {"/failover status", f"/failover report {fo}", "/failover plan failback site-a"} <= set(commands)

@@ -11,6 +11,7 @@ from bot.blocks.cards import status_text
 from bot.errors import PermissionDenied, UsageError, UserError
 from bot.listeners.common import BotContext, guarded
 from bot.runs import policy
+from bot.store import audit
 from bot.store.db import utcnow
 
 USAGE = """*Usage:* `/failover <command>`
@@ -71,6 +72,8 @@ def handle(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
     except PermissionDenied as exc:
         ctx.service.refuse(None, user, f"/failover {sub}", str(exc))
         raise
+    if sub not in ("start", "failback"):  # those are recorded in the chain of the run they open
+        _audit_command(ctx, sub, args, user, channel, body.get("text") or "")
     if sub == "help":
         _reply(respond, USAGE)
     elif sub in ("start", "failback"):
@@ -87,6 +90,22 @@ def handle(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
         _report(ctx, args, respond)
 
 
+def _audit_command(ctx: BotContext, sub: str, args: list[str], user: str, channel: str, text: str) -> None:
+    """Every command is in the audit log: in the chain of the run it concerns, else in the "-" chain."""
+    run_id = "-"
+    if sub in ("status", "report") and args:
+        try:
+            run_id = ctx.service.get_run(args[0]).id
+        except UsageError:
+            run_id = "-"  # the command itself will say there is no such run
+    else:
+        active = ctx.service.active_run()
+        run_id = active.id if active else "-"
+    audit.record(
+        ctx.store, run_id, user, "command", detail={"command": f"/failover {text}".strip(), "channel": channel}
+    )
+
+
 def _start(ctx: BotContext, direction: str, args: list[str], user: str, channel: str, respond: Respond) -> None:
     if not args:
         raise UsageError(
@@ -99,6 +118,16 @@ def _start(ctx: BotContext, direction: str, args: list[str], user: str, channel:
     except UserError as exc:
         ctx.service.refuse(None, user, f"/failover {direction} {site}", str(exc))
         raise
+    audit.record(
+        ctx.store,
+        run.id,
+        user,
+        "command",
+        detail={
+            "command": f"/failover {'start' if direction == 'failover' else 'failback'} " + " ".join(args),
+            "channel": channel,
+        },
+    )
     _reply(respond, f"Opened *{run.id}*: {direction} of {site}. Follow the thread in this channel.")
     ctx.changed(run.id)
     ctx.worker.kick(run.id)
