@@ -1,10 +1,11 @@
 """Benchmark: how fast the bot's HTTP endpoint acknowledges signed Slack requests, 1 / 10 / 50 at once.
 
-The bot runs in this process as in a rehearsal (bot/sandbox/rehearsal.py: the simulated example
-platform, the loopback Slack stand-in, the real waitress endpoint with bolt behind it). The load comes
-from a separate process (spawned, its own interpreter and GIL, like Slack's servers would be), which
-opens a new TCP connection per request, as Slack does, and releases each burst of C requests together
-behind a barrier. Latency is measured there: connect, send, read the whole answer.
+The bot runs as a real ``failover-bot serve`` process (16 waitress threads, as deployed); the
+simulated example platform runs in a process of its own; the Slack stand-in and the people who read
+the thread run in this one (bench/served.py). The load comes from a further process (spawned, its own
+interpreter and GIL, like Slack's servers would be), which opens a new TCP connection per request, as
+Slack does, and releases each burst of C requests together behind a barrier. Latency is measured
+there: connect, send, read the whole answer.
 
 Two kinds of request:
 
@@ -28,7 +29,6 @@ import math
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -122,16 +122,14 @@ def capture(person: Any) -> Any:
 
 
 class Bench:
-    def __init__(self, rh: Any, pipe: Connection) -> None:
+    def __init__(self, rh: Any, pipe: Connection, url: str) -> None:
         self.rh = rh
         self.pipe = pipe
         from bot.sandbox.people import SlackPerson
         from bot.sandbox.rehearsal import SIGNING_SECRET
 
         self.signers = {
-            uid: capture(
-                SlackPerson(uid, p.user_name, bot_url=rh.http.url, signing_secret=SIGNING_SECRET, slack=rh.slack)
-            )
+            uid: capture(SlackPerson(uid, p.user_name, bot_url=url, signing_secret=SIGNING_SECRET, slack=rh.slack))
             for uid, p in rh.people.items()
         }
 
@@ -211,39 +209,38 @@ class Bench:
 
 
 def measure(concurrency: int, samples: int, ctx: multiprocessing.context.SpawnContext) -> list[Stats]:
-    from bench.platforms import site_hosts, write_platform
-    from bot.sandbox.rehearsal import rehearsal
+    from bench.platforms import site_hosts
+    from bench.served import served_bot
 
-    with tempfile.TemporaryDirectory(prefix="bench-ack-") as tmp:
-        config_path = write_platform(Path(tmp) / "cfg")
-        with rehearsal(config_path, Path(tmp) / "state") as rh:
-            parent, child = ctx.Pipe()
-            loader = ctx.Process(target=load_process, args=(child, rh.http.url), daemon=True)
-            loader.start()
-            try:
-                bench = Bench(rh, parent)
-                for host in site_hosts(config_path, "site-a"):
-                    rh.faults(host, refuse=True)
-                fo = rh.start(ALICE, "start site-a")
-                rh.settled(fo)  # F1 waits on an approval
-                results = [bench.status(concurrency, samples)]
-                click = bench.clicks(concurrency, samples, fo)
-                for host in site_hosts(config_path, "site-a"):
-                    rh.faults(host)
-                fb = rh.start(ALICE, "failback site-a")
-                more = bench.clicks(concurrency, samples, fb)
-                click.latencies += more.latencies
-                click.statuses += more.statuses
-                results.append(click)
-                for view_id in (fo, fb):
-                    state = rh.service.view(view_id).run.state
-                    if state != "completed":
-                        print(f"note: {view_id} ended {state}")
-            finally:
-                parent.send(None)
-                loader.join(30)
-                if loader.is_alive():
-                    loader.terminate()
+    with served_bot(None, prefix="bench-ack-") as b:
+        rh = b.rh
+        parent, child = ctx.Pipe()
+        loader = ctx.Process(target=load_process, args=(child, f"{b.url}/slack/events"), daemon=True)
+        loader.start()
+        try:
+            bench = Bench(rh, parent, b.url)
+            for host in site_hosts(b.config_path, "site-a"):
+                rh.faults(host, refuse=True)
+            fo = rh.start(ALICE, "start site-a")
+            rh.settled(fo)  # F1 waits on an approval
+            results = [bench.status(concurrency, samples)]
+            click = bench.clicks(concurrency, samples, fo)
+            for host in site_hosts(b.config_path, "site-a"):
+                rh.faults(host)
+            fb = rh.start(ALICE, "failback site-a")
+            more = bench.clicks(concurrency, samples, fb)
+            click.latencies += more.latencies
+            click.statuses += more.statuses
+            results.append(click)
+            for view_id in (fo, fb):
+                state = rh.service.view(view_id).run.state
+                if state != "completed":
+                    print(f"note: {view_id} ended {state}")
+        finally:
+            parent.send(None)
+            loader.join(30)
+            if loader.is_alive():
+                loader.terminate()
     return results
 
 
@@ -254,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     ctx = multiprocessing.get_context("spawn")
-    print("acknowledgement latency, new TCP connection per request, measured by a separate load process")
+    print("acknowledgement latency of `failover-bot serve`, new TCP connection per request, separate load process")
     print(HEADER, flush=True)
     for c in args.concurrency:
         for stats in measure(c, args.samples, ctx):
