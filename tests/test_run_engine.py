@@ -148,3 +148,23 @@ def test_fan_out_target_that_fails_is_retried_alone(tmp_path: Path) -> None:
         assert eng.service.view(fb.id).step("B8").state == StepState.SUCCEEDED
         restarts = [o["host"] for o in eng.operations() if o["operation"] == "service.restart"]
         assert restarts.count("ss-a1") == 1 and restarts.count("ss-a2") == 1
+
+
+def test_failback_to_a_rebuilt_site(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        for h in ("as-a", "ss-a1", "ss-a2"):
+            eng.faults(h, refuse=True)
+        fo = eng.service.open_run("failover", "site-a", [], ALICE, "C0INCIDENT")
+        drive(eng, fo.id)
+        # site-a was rebuilt: new servers answer again; its new AccountServer was installed as a Slave
+        for h in ("as-a", "ss-a1", "ss-a2"):
+            eng.faults(h)
+        path = eng.state_dir / "as-a" / "C" / "ProgramData" / "Attix5 Pro" / "AS_Service" / "Settings.xml"
+        path.write_bytes(settings_xml.set_is_slave(path.read_bytes(), True, add_if_absent=True))
+        fb = eng.service.open_run("failback", "site-a", ["rebuilt"], ALICE, "C0INCIDENT")
+        ids = [sv.step.id for sv in eng.service.view(fb.id).steps]
+        assert ids[:3] == ["R1", "R2", "R3"] and "B1" not in ids and "B12" not in ids and "B13" in ids
+        drive(eng, fb.id)
+        assert eng.service.get_run(fb.id).state == "completed"
+        assert settings_xml.read_is_slave(eng.settings("as-a")) is False
+        assert settings_xml.read_is_slave(eng.settings("as-b")) is True
