@@ -168,3 +168,32 @@ def test_failback_to_a_rebuilt_site(tmp_path: Path) -> None:
         assert eng.service.get_run(fb.id).state == "completed"
         assert settings_xml.read_is_slave(eng.settings("as-a")) is False
         assert settings_xml.read_is_slave(eng.settings("as-b")) is True
+
+
+def test_guid_mismatch_sends_people_to_the_console_instead(tmp_path: Path) -> None:
+    import sqlite3
+
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        fo = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        drive(eng, fo.id)
+        eng.faults("as-a")
+        # the demoted Master's row was lost: the Slave row carries some other server's GUID
+        with sqlite3.connect(eng.state_dir / "StoragePlatform.db") as db:
+            db.execute(
+                "UPDATE BackupServer SET ServerGUID = '00000000-0000-0000-0000-000000000001' "
+                "WHERE Role = 'SlaveAccountServer'"
+            )
+            before = db.execute("SELECT IP, OnLine FROM BackupServer WHERE Role = 'SlaveAccountServer'").fetchone()
+        fb = eng.service.open_run("failback", "site-a", [], ALICE, "C0INCIDENT")
+        drive(eng, fb.id, stop_at="B4b")
+        eng.worker.advance(fb.id)
+        view = eng.service.view(fb.id)
+        assert json.loads(view.step("B4").row.result)["outcome"] == "guid_mismatch"
+        assert view.current.step.id == "B4b" and view.current.state == StepState.AWAITING_APPROVAL
+        with sqlite3.connect(eng.state_dir / "StoragePlatform.db") as db:
+            after = db.execute("SELECT IP, OnLine FROM BackupServer WHERE Role = 'SlaveAccountServer'").fetchone()
+        assert after == before  # nothing was written
+        otps = eng.worker.one_time_passwords(fb.id, "B4b")
+        guid = settings_xml.read_server_guid(eng.settings("as-a"))
+        assert otps == {"as-a": settings_xml.otp_from_guid(guid)}
