@@ -120,8 +120,8 @@ class Rehearsal:
             return False
         if cur.state == StepState.AWAITING_APPROVAL and len(cur.approvers) >= max(cur.needed, 1):
             return False  # the last approval is being turned into "approved"
-        row = cur.row
-        return bool(row.message_ts) and not row.message_ts.startswith("posting")
+        ts = cur.row.message_ts
+        return ts is not None and not ts.startswith("posting")
 
     def start(self, user: str, text: str) -> str:
         before = self.service.last_run()
@@ -255,7 +255,7 @@ def rehearsal(
         "FAILOVER_WINRM_PASSWORD": "rehearsal-password",
         config.db.odbc_env: platform.database.odbc_connection_string(),
     }
-    saved = {k: os.environ.get(k) for k in env}
+    saved: dict[str, str | None] = {k: os.environ.get(k) for k in env}
     for k, v in env.items():
         os.environ.setdefault(k, v)
     platform.start()
@@ -278,11 +278,11 @@ def rehearsal(
         runtime.close()
         slack.stop()
         platform.stop()
-        for k, v in saved.items():
-            if v is None:
+        for k, old in saved.items():
+            if old is None:
                 os.environ.pop(k, None)
             else:
-                os.environ[k] = v
+                os.environ[k] = old
 
 
 def _drain_listeners(app: Any, timeout_s: float = 5.0) -> None:
