@@ -795,10 +795,27 @@ class RunService:
             return False
         return True
 
-    def claim_target(self, run_id: str, step_id: str, target: str, *, intent: dict[str, Any] | None = None) -> bool:
-        """Write-ahead for one target of a fan-out step (``execution.started`` in the same transaction)."""
+    def claim_target(
+        self,
+        run_id: str,
+        step_id: str,
+        target: str,
+        *,
+        intent: dict[str, Any] | None = None,
+        approve: bool = False,
+    ) -> bool:
+        """Write-ahead for one target of a fan-out step (``execution.started`` in the same transaction).
+
+        With ``approve`` the target is first approved (``auto_approve``; skipped when it already is,
+        e.g. a retried target) in the same transaction: a claim that loses rolls its approval back.
+        """
         try:
             with self.store.session() as s:
+                if approve:
+                    try:
+                        self.transition(run_id, step_id, StepEvent.AUTO_APPROVE, "bot", target=target, session=s)
+                    except StateConflict:
+                        pass  # already approved (a retry); the claim below decides
                 self.transition(
                     run_id, step_id, StepEvent.CLAIM, "bot", target=target, session=s, detail={"intent": "execute"}
                 )

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,7 @@ from actions.storage_platform_db import StoragePlatformDb
 from bot.config import Host
 from bot.errors import ExecutionError, StateConflict, UsageError
 from bot.runs import policy
-from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepEvent, StepState
+from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepState
 from bot.runs.runbook import ResolvedStep, Target
 from bot.runs.service import WHOLE, RunService, RunView, StepView
 from bot.store import audit
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Notify = Callable[[str, str], None]  # (run_id, what happened) -> the presenter updates Slack
 BOT_RUNS = ("host", "sql")  # kinds the bot executes; F0 (check, action preflight) too
+PROGRESS_INTERVAL_S = 0.5  # a fan-out step's card shows finished targets at most this often
 
 
 def bot_executes(step: ResolvedStep) -> bool:
@@ -302,6 +303,7 @@ class Worker:
         started = time.monotonic()
         if whole is None:
             futures = {t.key: self._targets.submit(self._run_target, ctx, run_id, sv, t) for t in targets}
+            self._await_targets(run_id, step.id, list(futures.values()))
             errors = [e for e in (f.result() for f in futures.values()) if e]
             fresh = self.service.view(run_id).step(step.id)
             bad = [k for k, r in fresh.targets.items() if r.state not in FINISHED_STEP_STATES]
@@ -350,6 +352,23 @@ class Worker:
             )
         self.notify(run_id, f"step {step.id} finished")
 
+    def _await_targets(self, run_id: str, step_id: str, futures: list[Future[str | None]]) -> None:
+        """Wait for a fan-out step's targets; show their progress at most every PROGRESS_INTERVAL_S.
+
+        One notification per interval from this (the step's) thread, not one per finished target from
+        the target threads: each notification re-reads the run and re-renders its cards, and the
+        target threads keep to their hosts.
+        """
+        pending: set[Future[str | None]] = set(futures)
+        shown = 0
+        while pending:
+            _done, pending = wait(pending, timeout=PROGRESS_INTERVAL_S, return_when=FIRST_COMPLETED)
+            finished = len(futures) - len(pending)
+            if pending and finished > shown:
+                self.notify(run_id, f"step {step_id}: {finished} of {len(futures)} targets finished")
+                shown = finished
+                wait(pending, timeout=PROGRESS_INTERVAL_S)  # pace: at most one progress note per interval
+
     def _targets_to_run(self, sv: StepView) -> list[Target]:
         if not sv.targets:
             return list(sv.step.targets)
@@ -358,11 +377,8 @@ class Worker:
 
     def _run_target(self, ctx: StepContext, run_id: str, sv: StepView, target: Target) -> str | None:
         step = sv.step
-        try:
-            self.service.transition(run_id, step.id, StepEvent.AUTO_APPROVE, "bot", target=target.key)
-        except StateConflict:
-            pass  # a retried target is already approved
-        if not self.service.claim_target(run_id, step.id, target.key, intent=self._intent(sv, target)):
+        # Approval (a retried target is already approved), claim and intent: one transaction.
+        if not self.service.claim_target(run_id, step.id, target.key, intent=self._intent(sv, target), approve=True):
             return None
         started = time.monotonic()
         with self.executor.recording() as noted:
@@ -392,8 +408,7 @@ class Worker:
             result=result,
             execution=_finished(True, result, noted, duration),
         )
-        self.notify(run_id, f"step {step.id} target {target.key} finished")
-        return None
+        return None  # progress is shown by _await_targets
 
     def _record(self, run_id: str, outcome: Outcome) -> None:
         for key, value in outcome.facts.items():
