@@ -108,7 +108,7 @@ class Worker:
         *,
         notify: Notify | None = None,
         database: Callable[[], StoragePlatformDb] | None = None,
-        max_parallel_targets: int = 16,
+        max_parallel_targets: int = 64,
     ) -> None:
         self.service = service
         self.executor = executor if isinstance(executor, RecordingExecutor) else RecordingExecutor(executor)
