@@ -22,6 +22,13 @@ from actions.winrm import WinRMExecutor
 from bot.config import Config, Host
 from bot.errors import ExecutionError, RemoteOperationFailed
 
+MAX_PROBE_THREADS = 128  # hosts probed at once (each probe mostly waits on its host's round trips)
+
+
+def _probe_threads(hosts: int) -> int:
+    """One thread per host and one for the database, up to MAX_PROBE_THREADS."""
+    return max(1, min(MAX_PROBE_THREADS, hosts + 1))
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -93,7 +100,7 @@ def check_site(config: Config, site: str, *, executor: remote.Executor | None = 
     own = executor is None
     ex: remote.Executor = executor or WinRMExecutor()
     try:
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts) + 1)) as pool:
+        with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts))) as pool:
             db_future = pool.submit(probe_database, config)
             futures = [pool.submit(probe_host, config, ex, h) for h in hosts]
             results = [r for f in futures for r in f.result()]
@@ -146,7 +153,7 @@ class Preflight:
         p, s = ctx.config.sites[ctx.site], ctx.config.sites[ctx.partner]
         hosts_p = [p.account_server, *p.storage_servers]
         hosts_s = [s.account_server, *s.storage_servers]
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts_p) + len(hosts_s) + 1)) as pool:
+        with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts_p) + len(hosts_s))) as pool:
             db_future = pool.submit(lambda: probe_database_ctx(ctx))
             fp = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_p]
             fs = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_s]
