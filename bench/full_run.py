@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.platforms import site_hosts  # noqa: E402
-from bench.served import WinRMRequest, served_bot  # noqa: E402
+from bench.served import WinRMRequest, cpu_seconds, served_bot  # noqa: E402
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 OUTSIDE = "(waiting on people: OTP reveals)"
@@ -104,6 +104,7 @@ class Result:
     failback_s: float
     phases: Phases
     states: tuple[str, str]
+    cpu: tuple[float, float, float]  # CPU seconds during the runs: serve, platform, this process
 
     @property
     def wall_s(self) -> float:
@@ -148,6 +149,8 @@ def run_once(servers: int, latency_ms: int) -> Result:
             rh.faults(host, latency_ms=latency_ms)
         for host in site_a:
             rh.faults(host, latency_ms=latency_ms, refuse=True)  # site-a is down
+        pids = (b.serve.proc.pid, b.platform.proc.pid)  # type: ignore[union-attr]
+        cpu0 = [cpu_seconds(pid) for pid in pids] + [time.process_time()]
         started = time.monotonic()
         fo = rh.start(ALICE, "start site-a")
         fo_view = rh.run_through(fo, initiator=ALICE, approvers=(BOB, CAROL))
@@ -158,6 +161,7 @@ def run_once(servers: int, latency_ms: int) -> Result:
         fb = rh.start(ALICE, "failback site-a")
         fb_view = rh.run_through(fb, initiator=ALICE, approvers=(BOB, CAROL))
         failback_s = time.monotonic() - started
+        cpu1 = [cpu_seconds(pid) for pid in pids] + [time.process_time()]
         time.sleep(0.3)  # requests in flight land before the platform is asked
         seen = b.platform.requests()
         phases = Phases()
@@ -171,6 +175,7 @@ def run_once(servers: int, latency_ms: int) -> Result:
             failback_s=failback_s,
             phases=phases,
             states=(fo_view.run.state, fb_view.run.state),
+            cpu=(cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2]),
         )
 
 
@@ -200,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 outside = result.phases.requests.get(OUTSIDE, Counter())
                 print(f"    {OUTSIDE}: {sum(outside.values())} requests; refused connections: {result.phases.refused}")
+            print(
+                "    CPU seconds during the runs: serve {:.1f}, simulated platform {:.1f}, Slack stand-in and "
+                "people {:.1f} (2 cores: {:.1f} core-seconds available)".format(*result.cpu, 2 * result.wall_s)
+            )
             print(f"    slowest phases (bot s / chain requests): {result.slowest()}", flush=True)
     return 0
 

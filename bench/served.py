@@ -147,6 +147,12 @@ class Bench:
             return [(as_utc(e.at).timestamp(), e.event, e.step_id, e.target) for e in audit.events_of(s, run_id)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_bench_config(directory: Path, servers: int | None) -> Path:
     """The example platform (``servers`` None) or a generated one, with Slack post pacing off."""
     path = write_platform(directory, servers)
