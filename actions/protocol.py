@@ -1,9 +1,11 @@
 """The wire format of one remote operation: how a PowerShell template is rendered and read back.
 
 Every operation the bot performs on a Windows host is one ``actions/scripts/<op>.ps1`` template.
-The executor runs a fixed, short bootstrap as ``powershell.exe -EncodedCommand`` and sends the
-rendered template over stdin (so no command-line length limit applies); the bootstrap reads stdin
-to the end and runs it as a script block. A rendered template:
+A rendered template that fits on a command line travels inline, as ``powershell.exe -EncodedCommand
+<base64 of UTF-16LE>`` (one WS-Man Command, no Send). A larger one — ``file.replace`` carrying a
+whole Settings.xml — goes over stdin: the executor then runs a fixed, short bootstrap as
+``-EncodedCommand`` and sends the script as stdin; the bootstrap reads stdin to the end and runs it
+as a script block. A rendered template:
 
 - starts with the header line ``# op: <name>`` (the simulated platform dispatches on it);
 - carries all of its data as ONE line ``$DataB64 = '<base64 of UTF-8 JSON>'`` (base64 holds no
@@ -73,6 +75,9 @@ BOOTSTRAP = (
     "exit $LASTEXITCODE"
 )
 POWERSHELL = "powershell.exe"
+_BASE_ARGUMENTS = ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand"]
+# cmd.exe caps a command line at 8,191 characters; keep an inline script well below that.
+INLINE_LIMIT = 7000
 
 
 class ProtocolError(ValueError):
@@ -85,8 +90,30 @@ def encoded_bootstrap() -> str:
 
 
 def powershell_arguments() -> list[str]:
-    """Arguments of ``powershell.exe`` for every operation (the script comes over stdin)."""
-    return ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand", encoded_bootstrap()]
+    """Arguments of ``powershell.exe`` when the script comes over stdin (the bootstrap)."""
+    return [*_BASE_ARGUMENTS, encoded_bootstrap()]
+
+
+def command_arguments(script: str) -> tuple[list[str], bytes | None]:
+    """Arguments of ``powershell.exe`` for ``script``, and its stdin (None when it travels inline)."""
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    if len(encoded) <= INLINE_LIMIT:
+        return [*_BASE_ARGUMENTS, encoded], None
+    return powershell_arguments(), script.encode("utf-8")
+
+
+def inline_script(arguments: str) -> str | None:
+    """The script of an inline command line (pywinrm joins the arguments with spaces); None otherwise."""
+    prefix = " ".join(_BASE_ARGUMENTS) + " "
+    if not arguments.startswith(prefix):
+        return None
+    encoded = arguments[len(prefix) :]
+    if encoded == encoded_bootstrap() or len(encoded) > INLINE_LIMIT:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-16-le")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 @cache

@@ -322,7 +322,8 @@ class WinRMExecutor:
             if channel.shell_id is None:
                 channel.shell_id = proto.open_shell(codepage=65001, noprofile=True)
             shell_id = channel.shell_id
-            command_id = proto.run_command(shell_id, protocol.POWERSHELL, protocol.powershell_arguments())
+            arguments, stdin = protocol.command_arguments(script)
+            command_id = proto.run_command(shell_id, protocol.POWERSHELL, arguments)
         except WSManFaultError as exc:
             if retry and exc.wsman_fault_code in RESET_FAULTS:
                 raise _RetryInFreshShell from exc
@@ -331,8 +332,9 @@ class WinRMExecutor:
             raise _translate(host, op, exc) from exc
         try:
             try:
-                # Bytes, not str: pywinrm would encode a str as codepage 437.
-                proto.send_command_input(shell_id, command_id, script.encode("utf-8"), end=True)
+                if stdin is not None:  # a large script: the bootstrap reads it from stdin
+                    # Bytes, not str: pywinrm would encode a str as codepage 437.
+                    proto.send_command_input(shell_id, command_id, stdin, end=True)
             except WSManFaultError as exc:
                 if retry and exc.wsman_fault_code == SHELL_NOT_FOUND:
                     raise _RetryInFreshShell from exc

@@ -300,9 +300,21 @@ def test_one_shell_and_one_connection_per_host_across_many_operations(sim: Sim, 
         assert counter.actions["Create"] == 2
         assert counter.actions["Command"] == 15
         assert counter.actions["Signal"] == 15  # every command is terminated after its result
+        assert counter.actions["Send"] == 0  # small scripts travel inline on the command line
+        assert counter.requests == 2 + 15 * 3  # Create per host; Command, Receive, Signal per operation
         assert counter.actions["Delete"] == 0
         assert counter.connections == 2
     assert counter.actions["Delete"] == 2  # close() deletes both shells
+
+
+def test_a_large_script_goes_over_stdin(sim: Sim, counter: RequestCounter) -> None:
+    host = sim.host("as-b")
+    with WinRMExecutor(on_request=counter) as ex:
+        current = remote.read_file(ex, host, sim.settings)
+        padded = current.content.replace(b"</Settings>", b"<!-- " + b"x" * 6000 + b" -->\r\n</Settings>")
+        assert remote.replace_file(ex, host, sim.settings, padded, current.sha256).changed
+        assert counter.actions["Send"] == 1  # only the file.replace carrying the file
+    assert sim.local("as-b", sim.settings).read_bytes() == padded
 
 
 def test_parallel_hosts_and_serialised_commands_per_host(sim: Sim, counter: RequestCounter) -> None:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from actions import protocol
 from actions.simulated.account_server import AccountServerModel, run_account_servers
 from actions.simulated.endpoint import Credentials, EndpointServer, Route
 from actions.simulated.host_state import HostState
@@ -37,10 +38,11 @@ class HostRuntime:
         self.context = context
         self.log = log
 
-    def launch(self, command: str, arguments: str) -> ProcessResult | None:
+    def launch(self, command: str, arguments: str) -> ProcessResult | bytes | None:
         problem = check_command_line(command, arguments)
         if problem is None:
-            return None
+            inline = protocol.inline_script(arguments)
+            return inline.encode("utf-8") if inline is not None else None
         self.log.record(self.name, "command.rejected", command, "failed", error=problem)
         return rejected(problem)
 

@@ -24,13 +24,13 @@ def expected_arguments() -> str:
 
 
 def check_command_line(command: str, arguments: str) -> str | None:
-    """Why this command line is not the one the executor sends, or None when it is exactly that."""
+    """Why this command line is not one the executor sends, or None when it is (bootstrap or inline)."""
     if command != protocol.POWERSHELL:
         return f"the simulated platform runs only '{protocol.POWERSHELL}', not '{command}'"
-    if arguments != expected_arguments():
+    if arguments != expected_arguments() and protocol.inline_script(arguments) is None:
         return (
             f"{protocol.POWERSHELL} was started with unexpected arguments; the simulated platform accepts only "
-            "actions.protocol.powershell_arguments()"
+            "actions.protocol.command_arguments() (an inline script or the stdin bootstrap)"
         )
     return None
 
@@ -50,12 +50,12 @@ def rejected(message: str) -> ProcessResult:
 
 
 def run_script(ctx: HostContext, log: OperationLog, stdin: bytes) -> ProcessResult:
-    """Parse the operation script from stdin, perform it, and print its one JSON result line."""
+    """Parse the operation script (inline or from stdin), perform it, and print its one JSON result line."""
     try:
         script = stdin.decode("utf-8-sig")
         op, data = protocol.parse(script)
     except (UnicodeDecodeError, protocol.ProtocolError) as exc:
-        message = f"the script on stdin is not an operation of actions/protocol.py: {exc}"
+        message = f"the script is not an operation of actions/protocol.py: {exc}"
         log.record(ctx.host.name, "script.rejected", "", "failed", error=message)
         return rejected(message)
     target = target_of(op, data)

@@ -47,8 +47,8 @@ class ShellHost(Protocol):
 
     name: str
 
-    def launch(self, command: str, arguments: str) -> ProcessResult | None:
-        """None when the command line is accepted (it then waits for stdin); else its failed result."""
+    def launch(self, command: str, arguments: str) -> ProcessResult | bytes | None:
+        """The inline script to run now; None when it waits for its script on stdin; else its failed result."""
 
     def run(self, stdin: bytes) -> ProcessResult:
         """Run the accepted command with its complete stdin."""
@@ -181,9 +181,13 @@ class WSManService:
             raise _schema_fault("the Command request has no rsp:CommandLine/rsp:Command")
         arguments = " ".join((a.text or "") for a in line.findall("rsp:Arguments", NS))
         command = Command(id=str(uuid.uuid4()).upper())
-        refusal = self.host.launch((command_el.text or "").strip(), arguments)
-        if refusal is not None:
-            command.finish(refusal)
+        launched = self.host.launch((command_el.text or "").strip(), arguments)
+        if isinstance(launched, bytes):  # the script came inline: it runs at once, no stdin
+            command.stdin += launched
+            command.started = True
+            self._spawn(self._runner(command))
+        elif launched is not None:
+            command.finish(launched)
         with self._lock:
             shell.commands[command.id] = command
         return self._reply(
