@@ -73,9 +73,10 @@ def sha256_hex(content: bytes) -> str:
 
 
 def backup_path_for(path: str, now: datetime | None = None) -> str:
-    """``<path>.<UTC yyyymmddTHHMMSSZ>.bak`` beside the original."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{path}.{stamp}.bak"
+    """``<path>.<UTC yyyymmddTHHMMSS.mmmZ>.bak`` beside the original (milliseconds: two edits of one
+    file within a second, as in a fast failback, must not collide)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{path}.{moment.strftime('%Y%m%dT%H%M%S')}.{moment.microsecond // 1000:03d}Z.bak"
 
 
 def host_info(ex: Executor, host: Host) -> HostInfo:

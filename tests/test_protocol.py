@@ -77,3 +77,13 @@ def test_the_simulated_platform_refuses_an_inline_script_that_is_no_operation(tm
         p.close_shell(shell)
     assert code == 1 and b"not an operation" in err
     assert [o["operation"] for o in read_operations(tmp_path / "state")][-1] == "script.rejected"
+
+
+def test_backups_of_two_edits_within_a_second_do_not_collide() -> None:
+    from datetime import UTC, datetime
+
+    from actions.remote import backup_path_for
+
+    first = backup_path_for(r"C:\x\Settings.xml", datetime(2026, 11, 25, 3, 0, 1, 120_000, tzinfo=UTC))
+    second = backup_path_for(r"C:\x\Settings.xml", datetime(2026, 11, 25, 3, 0, 1, 870_000, tzinfo=UTC))
+    assert first == r"C:\x\Settings.xml.20261125T030001.120Z.bak" and first != second

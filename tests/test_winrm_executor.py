@@ -160,9 +160,9 @@ def test_replace_file_swaps_atomically_and_keeps_a_timestamped_backup(sim: Sim, 
 
     result = remote.replace_file(ex, host, sim.settings, new, before.sha256, now=now)
 
-    assert result == remote.ReplaceResult(True, sim.settings + ".20240506T070809Z.bak")
+    assert result == remote.ReplaceResult(True, sim.settings + ".20240506T070809.000Z.bak")
     assert local.read_bytes() == new
-    backup = local.with_name(local.name + ".20240506T070809Z.bak")
+    backup = local.with_name(local.name + ".20240506T070809.000Z.bak")
     assert backup.read_bytes() == before.content
     assert sorted(p.name for p in local.parent.iterdir() if p.name.startswith(local.name)) == [local.name, backup.name]
 
