@@ -91,7 +91,7 @@ def serve(config: Config, *, port: int = 3000, host: str = "0.0.0.0") -> None:
             log.info("serving in Socket Mode")
             SocketModeHandler(runtime.app, app_token).start()
         else:
-            bot = HttpBot(runtime, host=host, port=port, threads=16)
+            bot = HttpBot(runtime, host=host, port=port, threads=48)
             log.info("serving HTTP on %s:%d (POST /slack/events, GET /healthz)", host, port)
             bot.server.run()
     finally:
