@@ -31,7 +31,7 @@ from bot.runs.machine import (
 )
 from bot.runs.runbook import Plan, ResolvedStep, RunOptions, parse_options, resolve
 from bot.store import audit
-from bot.store.db import Store, utcnow
+from bot.store.db import Store, changed_rows, utcnow
 from bot.store.models import ActiveRun, Approval, Run, StepRun
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,8 @@ class RunService:
         """
         with self.store.session() as s:
             return (
-                s.execute(
+                changed_rows(
+                    s,
                     sa.update(StepRun)
                     .where(
                         StepRun.run_id == run_id,
@@ -306,8 +307,8 @@ class RunService:
                         StepRun.target == WHOLE,
                         StepRun.message_ts.is_(None),
                     )
-                    .values(message_ts=f"{POSTING}{time.time():.3f}")
-                ).rowcount
+                    .values(message_ts=f"{POSTING}{time.time():.3f}"),
+                )
                 == 1
             )
 
@@ -332,11 +333,12 @@ class RunService:
                 remaining.append(claimed + lease_s - now)
                 continue
             with self.store.session() as s:
-                released = s.execute(
+                released = changed_rows(
+                    s,
                     sa.update(StepRun)
                     .where(StepRun.id == row.id, StepRun.message_ts == row.message_ts)
-                    .values(message_ts=None)
-                ).rowcount
+                    .values(message_ts=None),
+                )
                 if released == 1:
                     audit.append(
                         s,
@@ -365,11 +367,12 @@ class RunService:
                 old = run.facts
                 facts = json.loads(old or "{}")
                 facts[key] = value
-                moved = s.execute(
+                moved = changed_rows(
+                    s,
                     sa.update(Run)
                     .where(Run.id == run_id, Run.facts == old)
-                    .values(facts=json.dumps(facts, sort_keys=True))
-                ).rowcount
+                    .values(facts=json.dumps(facts, sort_keys=True)),
+                )
             if moved == 1:
                 return
         raise StateConflict("could not record a fact of the run (too many concurrent writers)")
@@ -418,9 +421,7 @@ class RunService:
             changes["started_at"] = now
         if new in FINISHED_STEP_STATES or new == StepState.FAILED:
             changes["finished_at"] = now
-        moved = s.execute(
-            sa.update(StepRun).where(StepRun.id == row.id, StepRun.state == old).values(**changes)
-        ).rowcount
+        moved = changed_rows(s, sa.update(StepRun).where(StepRun.id == row.id, StepRun.state == old).values(**changes))
         if moved != 1:
             raise StateConflict(f"Step {step_id} changed meanwhile; nothing done.")
         audit.append(
@@ -473,6 +474,48 @@ class RunService:
             return False
         return True
 
+    _VOTE_EVENTS = {"approve": "approval", "mark_done": "mark_done.vote"}
+    _REPEATED_EVENTS = {"approve": "approval.repeated", "mark_done": "mark_done.repeated"}
+
+    def _count_vote(
+        self, s: Session, row: StepRun, user: str, kind: str, *, detail: dict[str, Any], reason: str | None = None
+    ) -> tuple[bool, int]:
+        """One person's vote of ``kind`` on a locked step row: (counted now, distinct voters this round).
+
+        A person counts once: a repeated vote is audited as such and not counted again.
+        """
+        this_round = (
+            Approval.run_id == row.run_id,
+            Approval.step_id == row.step_id,
+            Approval.kind == kind,
+            Approval.round == row.attempt,
+        )
+        existing = s.scalars(sa.select(Approval).where(*this_round, Approval.user_id == user)).first()
+        vote = Approval(
+            run_id=row.run_id,
+            step_id=row.step_id,
+            kind=kind,
+            user_id=user,
+            reason=reason,
+            fingerprint=row.fingerprint or "",
+            round=row.attempt,
+            created_at=self.clock(),
+        )
+        counted = existing is None and self._insert_vote(s, vote)  # False: a concurrent click of theirs won
+        if counted:
+            audit.append(s, row.run_id, user, self._VOTE_EVENTS[kind], step_id=row.step_id, detail=detail)
+        else:
+            audit.append(
+                s,
+                row.run_id,
+                user,
+                self._REPEATED_EVENTS[kind],
+                step_id=row.step_id,
+                detail={**({"round": row.attempt} if kind == "approve" else detail), "counted": False},
+            )
+        have = s.scalar(sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(*this_round)) or 0
+        return counted, have
+
     def audit_reveal(self, run_id: str, step_id: str, user: str, hosts: list[str]) -> None:
         """Record that ``user`` was shown the one-time passwords of ``hosts`` (never the values)."""
         audit.record(self.store, run_id, user, "otp.revealed", step_id=step_id, detail={"hosts": hosts})
@@ -500,61 +543,13 @@ class RunService:
             row = self._step_row(s, run_id, step_id, for_update=True)
             if row.state != StepState.AWAITING_APPROVAL:
                 raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; it does not need approval now.")
-            existing: object = s.scalars(
-                sa.select(Approval).where(
-                    Approval.run_id == run_id,
-                    Approval.step_id == step_id,
-                    Approval.kind == "approve",
-                    Approval.round == row.attempt,
-                    Approval.user_id == user,
-                )
-            ).first()
-            if existing is None and not self._insert_vote(
-                s,
-                Approval(
-                    run_id=run_id,
-                    step_id=step_id,
-                    kind="approve",
-                    user_id=user,
-                    fingerprint=row.fingerprint or "",
-                    round=row.attempt,
-                    created_at=self.clock(),
-                ),
-            ):
-                existing = True  # the same person's concurrent click got there first
-            if existing is None:
-                audit.append(
-                    s,
-                    run_id,
-                    user,
-                    "approval",
-                    step_id=step_id,
-                    detail={"fingerprint": row.fingerprint, "round": row.attempt},
-                )
-            else:
-                audit.append(
-                    s,
-                    run_id,
-                    user,
-                    "approval.repeated",
-                    step_id=step_id,
-                    detail={"round": row.attempt, "counted": False},
-                )
-            have = (
-                s.scalar(
-                    sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(
-                        Approval.run_id == run_id,
-                        Approval.step_id == step_id,
-                        Approval.kind == "approve",
-                        Approval.round == row.attempt,
-                    )
-                )
-                or 0
+            counted, have = self._count_vote(
+                s, row, user, "approve", detail={"fingerprint": row.fingerprint, "round": row.attempt}
             )
-            if have >= needed and existing is None:
+            if have >= needed and counted:
                 self.transition(run_id, step_id, StepEvent.APPROVE, user, session=s, detail={"approvals": have})
                 approved = True
-        return ApprovalOutcome(step_id, have, needed, approved, already=existing is not None)
+        return ApprovalOutcome(step_id, have, needed, approved, already=not counted)
 
     def done(self, run_id: str, step_id: str, user: str, *, choice: str | None = None) -> StepState:
         """A person performed a manual, wait or check step (destructive ones need their approvals first)."""
@@ -600,50 +595,11 @@ class RunService:
             row = self._step_row(s, run_id, step_id, for_update=True)  # one vote at a time per step
             if row.state in FINISHED_STEP_STATES:
                 raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; nothing to mark done.")
-            existing: object = s.scalars(
-                sa.select(Approval).where(
-                    Approval.run_id == run_id,
-                    Approval.step_id == step_id,
-                    Approval.kind == "mark_done",
-                    Approval.round == row.attempt,
-                    Approval.user_id == user,
-                )
-            ).first()
-            if existing is None and not self._insert_vote(
-                s,
-                Approval(
-                    run_id=run_id,
-                    step_id=step_id,
-                    kind="mark_done",
-                    user_id=user,
-                    reason=reason,
-                    fingerprint=row.fingerprint or "",
-                    round=row.attempt,
-                    created_at=self.clock(),
-                ),
-            ):
-                existing = True
-            if existing is None:
-                audit.append(s, run_id, user, "mark_done.vote", step_id=step_id, detail={"reason": reason})
-            else:
-                audit.append(
-                    s, run_id, user, "mark_done.repeated", step_id=step_id, detail={"reason": reason, "counted": False}
-                )
-            have = (
-                s.scalar(
-                    sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(
-                        Approval.run_id == run_id,
-                        Approval.step_id == step_id,
-                        Approval.kind == "mark_done",
-                        Approval.round == row.attempt,
-                    )
-                )
-                or 0
-            )
-            if have >= needed and existing is None:
+            counted, have = self._count_vote(s, row, user, "mark_done", reason=reason, detail={"reason": reason})
+            if have >= needed and counted:
                 self.transition(run_id, step_id, StepEvent.MARK_DONE, user, session=s, detail={"reason": reason})
                 done = True
-        return ApprovalOutcome(step_id, have, needed, done, already=existing is not None)
+        return ApprovalOutcome(step_id, have, needed, done, already=not counted)
 
     def skip(self, run_id: str, step_id: str, user: str, reason: str) -> StepState:
         view = self._check_current(run_id, step_id)
@@ -691,11 +647,12 @@ class RunService:
         with self.store.session() as s:
             run = self._check_run_active(s, run_id)
             new = next_run_state(run.state, RunEvent.ABORT)
-            moved = s.execute(
+            moved = changed_rows(
+                s,
                 sa.update(Run)
                 .where(Run.id == run_id, Run.state == run.state)
-                .values(state=new, finished_at=self.clock(), abort_reason=reason)
-            ).rowcount
+                .values(state=new, finished_at=self.clock(), abort_reason=reason),
+            )
             if moved != 1:
                 raise StateConflict(f"Run {run_id} changed meanwhile; nothing done.")
             s.execute(sa.delete(ActiveRun).where(ActiveRun.run_id == run_id))
@@ -707,11 +664,12 @@ class RunService:
         if view.run.state != RunState.ACTIVE or view.current is not None:
             return False
         with self.store.session() as s:
-            moved = s.execute(
+            moved = changed_rows(
+                s,
                 sa.update(Run)
                 .where(Run.id == run_id, Run.state == RunState.ACTIVE)
-                .values(state=RunState.COMPLETED, finished_at=self.clock())
-            ).rowcount
+                .values(state=RunState.COMPLETED, finished_at=self.clock()),
+            )
             if moved == 1:
                 s.execute(sa.delete(ActiveRun).where(ActiveRun.run_id == run_id))
                 audit.append(s, run_id, "bot", "run.completed", detail={"steps": len(view.steps)})

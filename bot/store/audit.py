@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.store.db import Store, as_utc, utcnow
+from bot.store.db import Store, as_utc, changed_rows, utcnow
 from bot.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -94,11 +94,12 @@ def append(
     if seq == 1:
         session.add(AuditHead(run_id=run_id, seq=seq, hash=row.hash))
     else:
-        moved = session.execute(
+        moved = changed_rows(
+            session,
             sa.update(AuditHead)
             .where(AuditHead.run_id == run_id, AuditHead.seq == seq - 1)
-            .values(seq=seq, hash=row.hash)
-        ).rowcount
+            .values(seq=seq, hash=row.hash),
+        )
         if moved != 1:
             raise IntegrityError("audit head moved", None, Exception("concurrent audit append"))
     session.flush()

@@ -50,6 +50,12 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
 
+def changed_rows(session: Session | sa.Connection, statement: sa.Executable) -> int:
+    """Rows an UPDATE or DELETE touched (``execute`` is typed as returning Result; it is a CursorResult)."""
+    result = session.execute(statement)
+    return int(getattr(result, "rowcount", 0))
+
+
 class Store:
     """Owns the engine; hands out one session per unit of work (never shared across threads)."""
 
