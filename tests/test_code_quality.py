@@ -16,3 +16,10 @@ def test_ruff_is_clean() -> None:
     proc = subprocess.run([ruff, "check", "bot", "actions", "tests", "bench"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_clean() -> None:
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    assert mypy, "mypy is part of the test extra: scripts/setup --test"
+    proc = subprocess.run([mypy, "bot", "actions"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
