@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import socket
 import struct
 import threading
@@ -15,6 +16,8 @@ from actions.simulated.host_state import HostState
 from actions.simulated.wsman import WSManService
 
 MAX_BODY = 4 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,9 @@ def reset_connection(sock: socket.socket) -> None:
     """Close with SO_LINGER 0 so the peer gets a TCP reset, as from a host that is not there."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
     except OSError:
-        pass
+        log.debug("socket already gone before the reset")  # the client left first: nothing to reset
+    sock.close()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -182,18 +182,7 @@ class RunService:
 
     def default_failback_options(self, site: str) -> RunOptions | None:
         """Scope and StorageServers of the last completed failover of ``site``."""
-        with self.store.read_session() as s:
-            run = s.scalars(
-                sa.select(Run)
-                .where(
-                    Run.platform == self.config.platform,
-                    Run.direction == "failover",
-                    Run.site == site,
-                    Run.state == RunState.COMPLETED,
-                )
-                .order_by(Run.finished_at.desc())
-                .limit(1)
-            ).first()
+        run = self.last_completed_failover(site)
         return options_of(run) if run else None
 
     def last_completed_failover(self, site: str) -> Run | None:

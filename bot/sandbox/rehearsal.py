@@ -81,10 +81,9 @@ class Rehearsal:
             row = self.service.view(run_id).step(step_id).row
             if row.message_ts and not row.message_ts.startswith("posting"):
                 run = self.service.get_run(run_id)
-                try:
-                    return self.slack.message(run.channel, row.message_ts)
-                except KeyError:
-                    pass
+                found = [m for m in self.slack.thread(run.channel, run.thread_ts or "") if m.ts == row.message_ts]
+                if found:
+                    return found[0]
             if time.monotonic() > deadline:
                 raise RehearsalError(f"the bot did not post step {step_id} of {run_id} within {timeout} s")
             time.sleep(0.02)
