@@ -83,9 +83,11 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
     return out
 
 
-def probe_database(config: Config) -> CheckResult:
+def probe_database(config: Config, database: Callable[[], StoragePlatformDb] | None = None) -> CheckResult:
+    """The StoragePlatform database's table and columns, read-only."""
     try:
-        report = StoragePlatformDb.from_env(config.db).check_schema()
+        db = database() if database is not None else StoragePlatformDb.from_env(config.db)
+        report = db.check_schema()
     except ExecutionError as exc:
         return CheckResult("database", "StoragePlatform", False, _short(exc))
     return CheckResult("database", "StoragePlatform", report.ok, report.summary())
@@ -154,7 +156,7 @@ class Preflight:
         hosts_p = [p.account_server, *p.storage_servers]
         hosts_s = [s.account_server, *s.storage_servers]
         with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts_p) + len(hosts_s))) as pool:
-            db_future = pool.submit(lambda: probe_database_ctx(ctx))
+            db_future = pool.submit(lambda: probe_database(ctx.config, ctx.database))
             fp = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_p]
             fs = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_s]
             return ([r for f in fp for r in f.result()], [r for f in fs for r in f.result()], db_future.result())
@@ -206,14 +208,6 @@ class Preflight:
         return None  # read-only: running it again is the probe
 
 
-def probe_database_ctx(ctx: StepContext) -> CheckResult:
-    try:
-        report = ctx.database().check_schema()
-    except ExecutionError as exc:
-        return CheckResult("database", "StoragePlatform", False, _short(exc))
-    return CheckResult("database", "StoragePlatform", report.ok, report.summary())
-
-
 PREFLIGHT = Preflight()
 
 
@@ -237,6 +231,3 @@ def live_values(config: Config, plan: Any, *, executor: remote.Executor | None =
         if own and isinstance(ex, WinRMExecutor):
             ex.close()
     return values
-
-
-Reader = Callable[[], None]

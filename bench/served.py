@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench.platforms import write_platform  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.runs.service import RunService  # noqa: E402
-from bot.sandbox.rehearsal import BOT_TOKEN  # noqa: E402
+from bot.sandbox.rehearsal import BOT_TOKEN, environment  # noqa: E402
 from bot.sandbox.slack_api import FakeSlackApi  # noqa: E402
 from bot.store import audit  # noqa: E402
 from bot.store.db import Store, as_utc  # noqa: E402
@@ -165,10 +165,8 @@ def write_bench_config(directory: Path, servers: int | None) -> Path:
 @contextmanager
 def served_bot(servers: int | None = None, *, prefix: str = "bench-") -> Iterator[Bench]:
     """Platform process, Slack stand-in here, ``failover-bot serve`` subprocess; all stopped on exit."""
-    saved = {k: os.environ.get(k) for k in ("FAILOVER_WINRM_USER", "FAILOVER_WINRM_PASSWORD")}
-    os.environ["FAILOVER_WINRM_USER"] = TEST_WINRM_USER  # the platform checks these; the bot sends them
-    os.environ["FAILOVER_WINRM_PASSWORD"] = TEST_WINRM_PASSWORD
-    try:
+    # the platform checks these credentials; the bot sends them
+    with environment({"FAILOVER_WINRM_USER": TEST_WINRM_USER, "FAILOVER_WINRM_PASSWORD": TEST_WINRM_PASSWORD}):
         with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
             tmp = Path(tmp_name)
             config_path = write_bench_config(tmp / "cfg", servers)
@@ -202,12 +200,6 @@ def served_bot(servers: int | None = None, *, prefix: str = "bench-") -> Iterato
                         store.dispose()
             finally:
                 platform.stop()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _stop(proc: ServeProcess) -> None:

@@ -161,20 +161,10 @@ def _demo_environment() -> Iterator[None]:
     for name in ("NO_PROXY", "no_proxy"):
         current = os.environ.get(name)
         forced[name] = f"{current},{no_proxy}" if current else no_proxy
-    saved = {k: os.environ.get(k) for k in forced}
-    try:
-        for k, v in forced.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from bot.sandbox.rehearsal import environment
+
+    with environment(forced):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager

@@ -274,7 +274,11 @@ class SlackPerson:
         return self.send(self.last_delivery.body, retry_num=retry_num, retry_reason=retry_reason)
 
     def _post(self, body: str, headers: dict[str, str]) -> Response:
-        request = urllib.request.Request(self.events_url, data=body.encode("utf-8"), headers=headers, method="POST")
+        return self._post_to(self.events_url, body, headers)
+
+    def _post_to(self, url: str, body: str, headers: dict[str, str]) -> Response:
+        """POST one delivery to ``url``; HTTP errors are answers too (a 401 is what a test wants to see)."""
+        request = urllib.request.Request(url, data=body.encode("utf-8"), headers=headers, method="POST")
         started = time.monotonic()
         try:
             with self._opener.open(request, timeout=self.timeout_s) as reply:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +242,28 @@ class Rehearsal:
 
 
 @contextmanager
+def environment(values: Mapping[str, str | None], *, keep_existing: bool = False) -> Iterator[None]:
+    """Set environment variables for a while (None removes one) and put back what was there before.
+
+    ``keep_existing`` leaves a variable that is already set alone (a caller's own credentials win).
+    """
+    saved: dict[str, str | None] = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            elif not (keep_existing and k in os.environ):
+                os.environ[k] = v
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
+@contextmanager
 def rehearsal(
     config_path: Path, state_dir: Path, *, db_url: str | None = None, people: dict[str, str] | None = None
 ) -> Iterator[Rehearsal]:
@@ -254,46 +275,28 @@ def rehearsal(
         "FAILOVER_WINRM_PASSWORD": "rehearsal-password",
         config.db.odbc_env: platform.database.odbc_connection_string(),
     }
-    saved: dict[str, str | None] = {k: os.environ.get(k) for k in env}
-    for k, v in env.items():
-        os.environ.setdefault(k, v)
-    platform.start()
-    slack = FakeSlackApi(token=BOT_TOKEN).start()
-    store = Store(db_url or f"sqlite:///{state_dir / 'failover-bot.db'}")
-    runtime = build_runtime(
-        config, store=store, token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=slack.api_url, post_interval_s=0
-    )
-    start_up(runtime)
-    http = HttpBot(runtime).start()
-    names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
-    try:
-        r = Rehearsal(config, platform, slack, runtime, http, state_dir)
-        for uid, name in names.items():
-            r.people[uid] = SlackPerson(uid, name, bot_url=http.url, signing_secret=SIGNING_SECRET, slack=slack)
-        yield r
-    finally:
-        http.stop()
-        _drain_listeners(runtime.app)
-        runtime.close()
-        slack.stop()
-        platform.stop()
-        for k, old in saved.items():
-            if old is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old
-
-
-def _drain_listeners(app: Any, timeout_s: float = 5.0) -> None:
-    """Let Bolt's in-flight listeners finish while the Slack stand-in still answers them (with a deadline).
-
-    Without this, a listener caught mid-request by an interrupt would keep retrying a stopped stand-in.
-    """
-    executor = getattr(getattr(app, "_listener_runner", None), "listener_executor", None)
-    if executor is None:
-        return
-    drain = threading.Thread(
-        target=executor.shutdown, kwargs={"wait": True, "cancel_futures": True}, name="drain-listeners", daemon=True
-    )
-    drain.start()
-    drain.join(timeout_s)
+    with environment(env, keep_existing=True):
+        platform.start()
+        slack = FakeSlackApi(token=BOT_TOKEN).start()
+        store = Store(db_url or f"sqlite:///{state_dir / 'failover-bot.db'}")
+        runtime = build_runtime(
+            config,
+            store=store,
+            token=BOT_TOKEN,
+            signing_secret=SIGNING_SECRET,
+            api_url=slack.api_url,
+            post_interval_s=0,
+        )
+        start_up(runtime)
+        http = HttpBot(runtime).start()
+        names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
+        try:
+            r = Rehearsal(config, platform, slack, runtime, http, state_dir)
+            for uid, name in names.items():
+                r.people[uid] = SlackPerson(uid, name, bot_url=http.url, signing_secret=SIGNING_SECRET, slack=slack)
+            yield r
+        finally:
+            http.stop()  # stops answering; the work people already queued is finished by runtime.close()
+            runtime.close()
+            slack.stop()
+            platform.stop()

@@ -137,23 +137,10 @@ class ReplicaPerson(SlackPerson):
     def _post(self, body: str, headers: dict[str, str]) -> Response:
         urls = self.served.targets()
         if len(urls) == 1:
-            return self._post_to(urls[0], body, headers)
+            return self._post_to(f"{urls[0]}/slack/events", body, headers)
         with ThreadPoolExecutor(max_workers=len(urls)) as pool:  # the same delivery, at the same moment
-            answers = list(pool.map(lambda url: self._post_to(url, body, headers), urls))
+            answers = list(pool.map(lambda url: self._post_to(f"{url}/slack/events", body, headers), urls))
         return answers[0]
-
-    def _post_to(self, url: str, body: str, headers: dict[str, str]) -> Response:
-        request = urllib.request.Request(
-            f"{url}/slack/events", data=body.encode("utf-8"), headers=headers, method="POST"
-        )
-        started = time.monotonic()
-        try:
-            with self._opener.open(request, timeout=self.timeout_s) as reply:
-                content = reply.read().decode("utf-8")
-                return Response(reply.status, content, time.monotonic() - started, dict(reply.headers.items()))
-        except urllib.error.HTTPError as exc:
-            content = exc.read().decode("utf-8", errors="replace")
-            return Response(exc.code, content, time.monotonic() - started, dict(exc.headers.items()))
 
 
 @dataclass
