@@ -83,14 +83,17 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
     return out
 
 
-def probe_database(config: Config, database: Callable[[], StoragePlatformDb] | None = None) -> CheckResult:
-    """The StoragePlatform database's table and columns, read-only."""
+def probe_database(
+    config: Config, site: str, database: Callable[[str], StoragePlatformDb] | None = None
+) -> CheckResult:
+    """``site``'s StoragePlatform database: its table and columns, read-only."""
+    name = f"StoragePlatform ({site})"
     try:
-        db = database() if database is not None else StoragePlatformDb.from_env(config.db)
+        db = database(site) if database is not None else StoragePlatformDb.from_env(config.db_of(site))
         report = db.check_schema()
     except ExecutionError as exc:
-        return CheckResult("database", "StoragePlatform", False, _short(exc))
-    return CheckResult("database", "StoragePlatform", report.ok, report.summary())
+        return CheckResult("database", name, False, _short(exc))
+    return CheckResult("database", name, report.ok, report.summary())
 
 
 def check_site(config: Config, site: str, *, executor: remote.Executor | None = None) -> list[CheckResult]:
@@ -103,10 +106,10 @@ def check_site(config: Config, site: str, *, executor: remote.Executor | None = 
     ex: remote.Executor = executor or WinRMExecutor()
     try:
         with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts))) as pool:
-            db_future = pool.submit(probe_database, config)
+            db_futures = [pool.submit(probe_database, config, name) for name in (site, s.partner)]
             futures = [pool.submit(probe_host, config, ex, h) for h in hosts]
             results = [r for f in futures for r in f.result()]
-            results.append(db_future.result())
+            results += [f.result() for f in db_futures]
     finally:
         if own and isinstance(ex, WinRMExecutor):
             ex.close()
@@ -144,22 +147,28 @@ def _ctx(config: Config, executor: remote.Executor) -> StepContext:
         site="",
         partner="",
         facts={},
-        database=lambda: StoragePlatformDb.from_env(config.db),
+        database=lambda site: StoragePlatformDb.from_env(config.db_of(site)),
     )
 
 
 class Preflight:
     """F0: the partner must be healthy; the failed site may be down; refuse a split brain."""
 
-    def _results(self, ctx: StepContext) -> tuple[list[CheckResult], list[CheckResult], CheckResult]:
+    def _results(self, ctx: StepContext) -> tuple[list[CheckResult], list[CheckResult], CheckResult, CheckResult]:
         p, s = ctx.config.sites[ctx.site], ctx.config.sites[ctx.partner]
         hosts_p = [p.account_server, *p.storage_servers]
         hosts_s = [s.account_server, *s.storage_servers]
         with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts_p) + len(hosts_s))) as pool:
-            db_future = pool.submit(lambda: probe_database(ctx.config, ctx.database))
+            db_p = pool.submit(probe_database, ctx.config, ctx.site, ctx.database)
+            db_s = pool.submit(probe_database, ctx.config, ctx.partner, ctx.database)
             fp = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_p]
             fs = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_s]
-            return ([r for f in fp for r in f.result()], [r for f in fs for r in f.result()], db_future.result())
+            return (
+                [r for f in fp for r in f.result()],
+                [r for f in fs for r in f.result()],
+                db_s.result(),
+                db_p.result(),
+            )
 
     def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
         return (
@@ -168,10 +177,10 @@ class Preflight:
         )
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
-        results_p, results_s, db = self._results(ctx)
-        lines = [f"{'✓' if r.ok else '✗'} {r.host} {r.check}: {r.detail}" for r in results_s + [db]]
-        lines += [f"{'✓' if r.ok else '·'} {r.host} {r.check}: {r.detail}" for r in results_p]
-        failed = [r for r in results_s if not r.ok]
+        results_p, results_s, db_s, db_p = self._results(ctx)
+        lines = [f"{'✓' if r.ok else '✗'} {r.host} {r.check}: {r.detail}" for r in results_s + [db_s]]
+        lines += [f"{'✓' if r.ok else '·'} {r.host} {r.check}: {r.detail}" for r in results_p + [db_p]]
+        failed = [r for r in results_s + [db_s] if not r.ok]
         result: dict[str, Any] = {"checks": lines}
         if failed:
             raise RemoteOperationFailed(
@@ -186,7 +195,7 @@ class Preflight:
                 f"split-brain guard: {ctx.as_p.name} answers and is still a running Master AccountServer. "
                 f"Stop it first, or two approvers may override with a reason (Mark done).\n" + "\n".join(lines)
             )
-        problems = sum(1 for r in results_p if not r.ok)
+        problems = sum(1 for r in results_p + [db_p] if not r.ok)
         headline = f"{ctx.partner} healthy; {problems} problem(s) at {ctx.site}"
         if problems:
             headline += " (expected during a disaster)"

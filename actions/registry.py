@@ -52,7 +52,7 @@ class StepContext:
     site: str  # P: the failed or returning primary
     partner: str  # S
     facts: Mapping[str, Any]
-    database: Callable[[], StoragePlatformDb]
+    database: Callable[[str], StoragePlatformDb]  # site name → that site's AccountServer's database
     scope: str = "all"  # all | account | storage
 
     def host(self, name: str) -> Host:
@@ -294,7 +294,7 @@ class PointSlaveRow:
         return settings_xml.read_server_guid(read_settings(ctx, ctx.as_p).content)
 
     def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
-        db = ctx.database()
+        db = ctx.database(ctx.partner)  # the promoted Master's database
         before = db.slave_account_server_row()
         guid = self._guid(ctx)
         if not settings_xml.normalise_guid(before.guid) == settings_xml.normalise_guid(guid):
@@ -307,7 +307,7 @@ class PointSlaveRow:
         return f"UPDATE one row of {ctx.config.db.table}:\n" + row_preview(before, after)
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
-        out = ctx.database().point_slave_row_at(self._guid(ctx), ctx.as_p.address)
+        out = ctx.database(ctx.partner).point_slave_row_at(self._guid(ctx), ctx.as_p.address)
         outcome = "matched" if out.matched else "guid_mismatch"
         summary = (
             f"Slave AccountServer row now IP {ctx.as_p.address}, OnLine true" + ("" if out.changed else " (already)")
@@ -317,7 +317,7 @@ class PointSlaveRow:
         return Outcome(summary, {"outcome": outcome, "changed": out.changed}, {f"outcome:{step.id}": outcome})
 
     def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
-        return ctx.database().slave_row_points_at(self._guid(ctx), ctx.as_p.address)
+        return ctx.database(ctx.partner).slave_row_points_at(self._guid(ctx), ctx.as_p.address)
 
 
 class PersonAction:

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         child_env = {
             **os.environ,
-            config.db.odbc_env: platform.database.odbc_connection_string(),
+            **platform.odbc_env(),
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack.api_url,
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.idle_s)
             t_idle = time.monotonic()
             # The bench reads run state from the same database (read-only views); its runtime is never started.
-            os.environ[config.db.odbc_env] = platform.database.odbc_connection_string()
+            os.environ.update(platform.odbc_env())
             watcher = build_runtime(
                 config,
                 store=Store(db_url, migrate=False),

@@ -79,7 +79,7 @@ def _platform_main(config_path: str, state_dir: str, conn: Connection) -> None:
     endpoint.EndpointServer.verify_request = noted_verify  # type: ignore[method-assign]
     platform = SimulatedPlatform(load_config(Path(config_path)), Path(state_dir)).start()
     try:
-        conn.send(platform.database.odbc_connection_string())
+        conn.send(platform.odbc_env())
         while True:
             try:
                 message = conn.recv()
@@ -107,7 +107,7 @@ class PlatformProcess:
         if not self._conn.poll(60):
             self.stop()
             raise RuntimeError("the simulated platform did not start within 60 s")
-        self.odbc: str = self._conn.recv()
+        self.odbc: dict[str, str] = self._conn.recv()  # ODBC variable → connection string, per site
 
     def requests(self) -> list[WinRMRequest]:
         self._conn.send("requests")
@@ -177,7 +177,7 @@ def served_bot(servers: int | None = None, *, prefix: str = "bench-") -> Iterato
             try:
                 with FakeSlackApi(token=BOT_TOKEN) as slack:
                     store = Store(db_url)  # migrated once, before serve starts
-                    env = _bot_env(config_path, slack, db_url, config.db.odbc_env, platform.odbc)
+                    env = _bot_env(config_path, slack, db_url, platform.odbc)
                     proc = ServeProcess("serve", config_path, free_port(), env, tmp / "logs")
                     rh = Served(
                         config,

@@ -110,9 +110,16 @@ class StorageHostModel(HostModel):
     mirror: str | None = None
 
 
+class SiteDbModel(_Strict):
+    """A site's own StoragePlatform database (v3): only where its connection string is."""
+
+    odbc_env: str = Field(min_length=1)
+
+
 class SiteModel(_Strict):
     partner: str
     account_server: HostModel
+    storage_platform_db: SiteDbModel | None = None  # default: the top-level storage_platform_db.odbc_env
     storage_servers: list[StorageHostModel] = Field(default_factory=list)
 
 
@@ -179,6 +186,7 @@ class Site:
     partner: str
     account_server: Host
     storage_servers: tuple[Host, ...]
+    db: StoragePlatformDbSettings  # the database this site's AccountServer uses
 
     def storage_server(self, name: str) -> Host:
         for ss in self.storage_servers:
@@ -213,7 +221,20 @@ class Config:
 
     @property
     def db(self) -> StoragePlatformDbSettings:
+        """The top-level StoragePlatform database settings (table, columns, default variable)."""
         return self.model.storage_platform_db
+
+    def db_of(self, site: str) -> StoragePlatformDbSettings:
+        """The StoragePlatform database of ``site``'s AccountServer."""
+        return self.sites[site].db
+
+    def odbc_envs(self) -> list[str]:
+        """Each distinct variable naming a site's ODBC connection string, in site order."""
+        names: list[str] = []
+        for site in self.sites.values():
+            if site.db.odbc_env not in names:
+                names.append(site.db.odbc_env)
+        return names
 
     def site(self, name: str) -> Site:
         """The site called ``name``; a UserError naming the known sites otherwise."""
@@ -258,7 +279,7 @@ class Config:
                     if n not in names:
                         names.append(n)
         if odbc:
-            names.append(self.db.odbc_env)
+            names += [n for n in self.odbc_envs() if n not in names]
         return names
 
     def check_env(self, *, slack: bool = False, winrm: bool = False, odbc: bool = False) -> None:
@@ -379,7 +400,10 @@ def _resolve(path: str, model: ConfigModel) -> Config:
                     agent_dns_name=h.agent_dns_name,
                 )
             )
-        sites[sname] = Site(sname, s.partner, resolved[0], tuple(resolved[1:]))
+        db = model.storage_platform_db
+        if s.storage_platform_db is not None:
+            db = db.model_copy(update={"odbc_env": s.storage_platform_db.odbc_env})
+        sites[sname] = Site(sname, s.partner, resolved[0], tuple(resolved[1:]), db)
     # mirrors must name a StorageServer of the partner site
     for sname, site in sites.items():
         partner = sites[site.partner]

@@ -77,7 +77,7 @@ def test_bad_arguments_exit_2_with_a_clear_message(args: list[str], message: str
 def test_check_passes_on_a_healthy_platform_and_fails_when_a_host_is_down(tmp_path: Path) -> None:
     config = write_config(tmp_path / "cfg")
     with running_platform(config, tmp_path / "state") as platform:
-        env = {k: os.environ[k] for k in ("FAILOVER_WINRM_USER", "FAILOVER_WINRM_PASSWORD", "FAILOVER_ODBC")}
+        env = {k: os.environ[k] for k in ("FAILOVER_WINRM_USER", "FAILOVER_WINRM_PASSWORD", *platform.odbc_env())}
         ok = run_cli("check", "site-a", "--config", str(config), env=env)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         for host in ("as-a", "as-b", "ss-a1", "ss-a2", "ms-b1", "ms-b2"):
@@ -144,7 +144,9 @@ def test_simulate_serves_until_stopped_and_names_missing_credentials(tmp_path: P
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert first.startswith("FAILOVER_ODBC=Driver=SQLite3;")
+        assert first.startswith("FAILOVER_ODBC_SITE_A=Driver=SQLite3;")
+        second = proc.stdout.readline()
+        assert second.startswith("FAILOVER_ODBC_SITE_B=Driver=SQLite3;")
         host = load_config(config_path).host("as-b")
         p = winrm.protocol.Protocol(
             endpoint=host.winrm.url,

@@ -32,6 +32,25 @@ def test_example_config_loads_unchanged() -> None:
     )
 
 
+def test_each_site_names_its_own_storage_platform_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec v3: sites.<site>.storage_platform_db.odbc_env; table and columns stay the top-level ones."""
+    config = load_config(EXAMPLE_CONFIG)
+    assert config.db_of("site-a").odbc_env == "FAILOVER_ODBC_SITE_A"
+    assert config.db_of("site-b").odbc_env == "FAILOVER_ODBC_SITE_B"
+    assert config.db_of("site-b").table == config.db.table == "BackupServer"
+    assert config.odbc_envs() == ["FAILOVER_ODBC_SITE_A", "FAILOVER_ODBC_SITE_B"]
+    monkeypatch.setenv("FAILOVER_ODBC_SITE_A", "Driver=SQLite3;Database=/nonexistent")
+    monkeypatch.delenv("FAILOVER_ODBC_SITE_B", raising=False)
+    with pytest.raises(ConfigError, match="missing environment variable.*FAILOVER_ODBC_SITE_B"):
+        config.check_env(odbc=True)
+
+
+def test_a_site_without_its_own_database_uses_the_default_variable(tmp_path: Path) -> None:
+    config = load_config(_mutate(tmp_path, lambda r: r["sites"]["site-a"].pop("storage_platform_db")))
+    assert config.db_of("site-a").odbc_env == "FAILOVER_ODBC"
+    assert config.odbc_envs() == ["FAILOVER_ODBC", "FAILOVER_ODBC_SITE_B"]
+
+
 def _mutate(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
     raw = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     change(raw)
@@ -68,6 +87,11 @@ CASES = [
         "winrm mapping not a URL",
         lambda r: r["sites"]["site-b"]["storage_servers"][1]["winrm"].update(url="ftp://x/wsman"),
         "sites.site-b.storage_servers[1].winrm.url: not a WinRM URL",
+    ),
+    (
+        "per-site database takes only odbc_env",
+        lambda r: r["sites"]["site-a"]["storage_platform_db"].update(table="Other"),
+        "sites.site-a.storage_platform_db.table: unknown field",
     ),
     ("bad transport", lambda r: r["winrm"].update(transport="telnet"), "winrm.transport"),
     (

@@ -17,7 +17,7 @@ from tests.support.engine import ALICE, BOB, CAROL, drive, engine, wait_tasks_co
 def _role_rows(eng) -> dict[str, str]:  # type: ignore[no-untyped-def]
     import sqlite3
 
-    with sqlite3.connect(eng.state_dir / "StoragePlatform.db") as db:
+    with sqlite3.connect(eng.state_dir / "StoragePlatform.site-b.db") as db:
         return {name: role for name, role in db.execute("SELECT Name, Role FROM BackupServer")}
 
 
@@ -179,7 +179,7 @@ def test_guid_mismatch_sends_people_to_the_console_instead(tmp_path: Path) -> No
         drive(eng, fo.id)
         eng.faults("as-a")
         # the demoted Master's row was lost: the Slave row carries some other server's GUID
-        with sqlite3.connect(eng.state_dir / "StoragePlatform.db") as db:
+        with sqlite3.connect(eng.state_dir / "StoragePlatform.site-b.db") as db:
             db.execute(
                 "UPDATE BackupServer SET ServerGUID = '00000000-0000-0000-0000-000000000001' "
                 "WHERE Role = 'SlaveAccountServer'"
@@ -191,7 +191,7 @@ def test_guid_mismatch_sends_people_to_the_console_instead(tmp_path: Path) -> No
         view = eng.service.view(fb.id)
         assert json.loads(view.step("B4").row.result)["outcome"] == "guid_mismatch"
         assert view.current.step.id == "B4b" and view.current.state == StepState.AWAITING_APPROVAL
-        with sqlite3.connect(eng.state_dir / "StoragePlatform.db") as db:
+        with sqlite3.connect(eng.state_dir / "StoragePlatform.site-b.db") as db:
             after = db.execute("SELECT IP, OnLine FROM BackupServer WHERE Role = 'SlaveAccountServer'").fetchone()
         assert after == before  # nothing was written
         otps = eng.worker.one_time_passwords(fb.id, "B4b")

@@ -119,8 +119,8 @@ def local(platform: SimulatedPlatform, host: str, windows_path: str) -> Path:
     return platform.host_dir(host) / "C" / Path(*windows_path[3:].split("\\"))
 
 
-def rows(platform: SimulatedPlatform) -> dict[str, dict[str, Any]]:
-    with sqlite3.connect(platform.database_path) as db:
+def rows(platform: SimulatedPlatform, site: str = "site-b") -> dict[str, dict[str, Any]]:
+    with sqlite3.connect(platform.database(site).path) as db:
         db.row_factory = sqlite3.Row
         return {r["Name"]: dict(r) for r in db.execute('SELECT * FROM "BackupServer"')}
 
@@ -186,10 +186,12 @@ def test_seeding_creates_a_healthy_platform_before_any_failover(platform: Simula
 
 
 def test_the_database_is_readable_through_the_sqlite_odbc_driver(platform: SimulatedPlatform) -> None:
-    (line,) = platform.env_lines()
-    name, _, connection_string = line.partition("=")
-    assert name == "FAILOVER_ODBC" and str(platform.database_path) in connection_string
-    assert "PASSWORD" not in line.upper()
+    line_a, line_b = platform.env_lines()
+    assert line_a.startswith("FAILOVER_ODBC_SITE_A=") and str(platform.database("site-a").path) in line_a
+    name, _, connection_string = line_b.partition("=")
+    assert name == "FAILOVER_ODBC_SITE_B" and str(platform.database("site-b").path) in connection_string
+    assert platform.database("site-b").path.name == "StoragePlatform.site-b.db"
+    assert "PASSWORD" not in (line_a + line_b).upper()
     conn = pyodbc.connect(connection_string)
     try:
         found = conn.cursor().execute('SELECT "Name", "Role", "OnLine" FROM "BackupServer" ORDER BY "Name"').fetchall()
@@ -559,7 +561,11 @@ def test_serve_forever_prints_the_environment_and_stops_on_sigterm(tmp_path: Pat
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert first.startswith("FAILOVER_ODBC=Driver=SQLite3;Database=") and "StoragePlatform.db" in first
+        assert (
+            first.startswith("FAILOVER_ODBC_SITE_A=Driver=SQLite3;Database=") and "StoragePlatform.site-a.db" in first
+        )
+        second = proc.stdout.readline()
+        assert second.startswith("FAILOVER_ODBC_SITE_B=") and "StoragePlatform.site-b.db" in second
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
     finally:

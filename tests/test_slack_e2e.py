@@ -47,7 +47,7 @@ def _queue_empty(r: Rehearsal, host: str) -> bool:
 
 
 def _roles(r: Rehearsal) -> dict[str, str]:
-    with sqlite3.connect(r.state_dir / "StoragePlatform.db") as db:
+    with sqlite3.connect(r.state_dir / "StoragePlatform.site-b.db") as db:
         return dict(db.execute("SELECT Name, Role FROM BackupServer").fetchall())
 
 

@@ -44,6 +44,7 @@ class HostContext:
     database: StoragePlatformDatabase
     stopping: threading.Event
     on_promoted: Callable[[str, str], None]  # (host name, guid) after a BackupServer role swap
+    on_slave_started: Callable[[str], None] = lambda host: None  # a Slave replicates the Master's database
 
 
 def target_of(op: str, data: dict[str, Any]) -> str:
@@ -157,7 +158,10 @@ def _account_server_started(ctx: HostContext) -> None:
     """A Master AccountServer whose row is the Slave's takes over the database (promoted Slave)."""
     settings_path = ctx.config.windows_path(ctx.config.redstor.account_server.settings)
     settings = ctx.state.read_settings(settings_path)
-    if settings is None or settings.is_slave or not settings.server_guid:
+    if settings is not None and settings.is_slave:
+        ctx.on_slave_started(ctx.host.name)
+        return
+    if settings is None or not settings.server_guid:
         return
     if ctx.database.promote_account_server(settings.server_guid):
         ctx.on_promoted(ctx.host.name, settings.server_guid)

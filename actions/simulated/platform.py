@@ -22,7 +22,7 @@ from actions.simulated.operations import HostContext
 from actions.simulated.oplog import OperationLog
 from actions.simulated.powershell import ProcessResult, check_command_line, rejected, run_script
 from actions.simulated.seeding import seed
-from actions.simulated.storage_platform import StoragePlatformDatabase
+from actions.simulated.storage_platform import StoragePlatformDatabase, site_databases
 from actions.simulated.wsman import WSManService
 from bot.config import Config, Host, secret
 from bot.errors import ConfigError
@@ -81,7 +81,7 @@ class SimulatedPlatform:
         self.config = config
         self.state_dir = Path(state_dir).resolve()
         self.log = OperationLog(self.state_dir)
-        self.database = StoragePlatformDatabase(self.state_dir, config.db)
+        self.databases = site_databases(config, self.state_dir)  # site name → its AccountServer's database
         self.states = {h.name: HostState(self.state_dir, h.name) for h in config.hosts()}
         self._stopping = threading.Event()
         self._workers = _Workers()
@@ -97,7 +97,7 @@ class SimulatedPlatform:
         credentials = self._credentials()
         listeners = self._listeners()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        seed(self.config, self.states, self.database)
+        seed(self.config, self.states, self.distinct_databases())
         self._stopping.clear()
         try:
             for address, routes in listeners.items():
@@ -139,9 +139,20 @@ class SimulatedPlatform:
 
     # ------------------------------------------------------------------ what users of the platform need
 
-    @property
-    def database_path(self) -> Path:
-        return self.database.path
+    def distinct_databases(self) -> list[StoragePlatformDatabase]:
+        out: list[StoragePlatformDatabase] = []
+        for db in self.databases.values():
+            if db not in out:
+                out.append(db)
+        return out
+
+    def database(self, site: str) -> StoragePlatformDatabase:
+        """The StoragePlatform database of ``site``'s AccountServer."""
+        return self.databases[site]
+
+    def odbc_env(self) -> dict[str, str]:
+        """Each ODBC variable the configuration names → the connection string of that database."""
+        return {db.settings.odbc_env: db.odbc_connection_string() for db in self.distinct_databases()}
 
     @property
     def operations_path(self) -> Path:
@@ -149,7 +160,7 @@ class SimulatedPlatform:
 
     def env_lines(self) -> list[str]:
         """Environment lines the bot needs to reach this platform (never a password)."""
-        return [f"{self.config.db.odbc_env}={self.database.odbc_connection_string()}"]
+        return [f"{name}={value}" for name, value in self.odbc_env().items()]
 
     def host_dir(self, name: str) -> Path:
         """``DIR/<host name>``: the host's files, services.json and faults.json."""
@@ -200,9 +211,10 @@ class SimulatedPlatform:
                 host=host,
                 state=self.states[host.name],
                 config=self.config,
-                database=self.database,
+                database=self.databases[host.site],
                 stopping=self._stopping,
                 on_promoted=self._record_promotion,
+                on_slave_started=self._replicate_to_slave,
             )
             runtime = HostRuntime(context, self.log)
             wsman = WSManService(runtime, self._workers.spawn, self._stopping, machine=host.name)
@@ -220,6 +232,26 @@ class SimulatedPlatform:
     def _record_promotion(self, host: str, guid: str) -> None:
         table = self.config.db.table
         self.log.record(host, "backupserver.promote", f"{table} {guid}", "ok", changed=True)
+
+    def _replicate_to_slave(self, host: str) -> None:
+        """A Slave AccountServer that starts while a Master runs copies the Master's database (its own is
+        a replica); with one shared database there is nothing to copy."""
+        slave = self.config.host(host)
+        account = self.config.redstor.account_server
+        settings_path = self.config.windows_path(account.settings)
+        for site in self.config.sites.values():
+            master = site.account_server
+            if master.name == host or self.databases[master.site] is self.databases[slave.site]:
+                continue
+            state = self.states[master.name]
+            settings = state.read_settings(settings_path)
+            if settings is None or settings.is_slave or state.service_state(account.service) != "Running":
+                continue
+            if self.databases[slave.site].replace_rows_with(self.databases[master.site]):
+                self.log.record(
+                    host, "backupserver.replicate", f"{self.config.db.table} from {master.name}", "ok", changed=True
+                )
+            return
 
     def _close_servers(self) -> None:
         for server in self._servers:

@@ -76,9 +76,11 @@ def settings_xml(seeded: SeededHost, guid: str, master_role: str = MASTER_ROLE) 
     return (BOM + text.replace("\n", "\r\n")).encode("utf-8")
 
 
-def seed(config: Config, states: dict[str, HostState], database: StoragePlatformDatabase) -> None:
-    """Create the missing files, services, folders and BackupServer rows of a healthy platform."""
-    database.ensure_table()
+def seed(config: Config, states: dict[str, HostState], databases: list[StoragePlatformDatabase]) -> None:
+    """Create the missing files, services, folders and BackupServer rows of a healthy platform
+    (every site's database seeded alike)."""
+    for database in databases:
+        database.ensure_table()
     account = config.redstor.account_server
     storage = config.redstor.storage_server
     for seeded in platform_roles(config):
@@ -98,6 +100,6 @@ def seed(config: Config, states: dict[str, HostState], database: StoragePlatform
             state.services_file.write_text(json.dumps({service: "Running"}, indent=2) + "\n", encoding="utf-8")
         info = state.read_settings(settings_path)
         if info is not None and info.server_guid:
-            database.add_if_missing(
-                BackupServerRow(info.server_guid, host.name, host.address, host.port, seeded.role, True)
-            )
+            row = BackupServerRow(info.server_guid, host.name, host.address, host.port, seeded.role, True)
+            for database in databases:
+                database.add_if_missing(row)

@@ -1,4 +1,4 @@
-"""The simulated StoragePlatform database: DIR/StoragePlatform.db and its BackupServer table."""
+"""The simulated StoragePlatform databases: DIR/StoragePlatform.<site>.db (or one DIR/StoragePlatform.db)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.config import StoragePlatformDbSettings
+from bot.config import Config, StoragePlatformDbSettings
 
 DATABASE_FILE = "StoragePlatform.db"
 MASTER_ROLE = "MasterAccountServer"
@@ -34,8 +34,8 @@ class BackupServerRow:
 class StoragePlatformDatabase:
     """BackupServer rows, with the configured table and column names (Name and Port are fixed)."""
 
-    def __init__(self, state_dir: Path, settings: StoragePlatformDbSettings) -> None:
-        self.path = (state_dir / DATABASE_FILE).resolve()
+    def __init__(self, state_dir: Path, settings: StoragePlatformDbSettings, file_name: str = DATABASE_FILE) -> None:
+        self.path = (state_dir / file_name).resolve()
         self.settings = settings
         cols = settings.columns
         self._table = _quote(settings.table)
@@ -105,6 +105,37 @@ class StoragePlatformDatabase:
                 (MASTER_ROLE, found[0][0]),
             )
             return True
+
+    def replace_rows_with(self, source: StoragePlatformDatabase) -> bool:
+        """This database becomes a copy of ``source``'s BackupServer table (a Slave's replica); True if
+        that changed anything."""
+        rows = source.rows()
+        if sorted(rows, key=repr) == sorted(self.rows(), key=repr):
+            return False
+        with closing(self._connect()) as db, db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"DELETE FROM {self._table}")
+            db.executemany(
+                f'INSERT INTO {self._table} ({self._guid}, "Name", {self._ip}, "Port", {self._role}, {self._online}) '
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.guid, r.name, r.ip, r.port, r.role, int(r.online)) for r in rows],
+            )
+        return True
+
+
+def site_databases(config: Config, state_dir: Path) -> dict[str, StoragePlatformDatabase]:
+    """Each site's database (spec v3): ``StoragePlatform.<site>.db`` per site, or one shared
+    ``StoragePlatform.db`` when every site names the same connection-string variable."""
+    shared = len(config.odbc_envs()) == 1
+    out: dict[str, StoragePlatformDatabase] = {}
+    by_env: dict[str, StoragePlatformDatabase] = {}
+    for name, site in config.sites.items():
+        env = site.db.odbc_env
+        if env not in by_env:
+            file_name = DATABASE_FILE if shared else f"StoragePlatform.{name}.db"
+            by_env[env] = StoragePlatformDatabase(state_dir, site.db, file_name)
+        out[name] = by_env[env]
+    return out
 
 
 def _quote(identifier: str) -> str:

@@ -107,13 +107,13 @@ class Worker:
         executor: Any,
         *,
         notify: Notify | None = None,
-        database: Callable[[], StoragePlatformDb] | None = None,
+        database: Callable[[str], StoragePlatformDb] | None = None,
         max_parallel_targets: int = 64,
     ) -> None:
         self.service = service
         self.executor = executor if isinstance(executor, RecordingExecutor) else RecordingExecutor(executor)
         self.notify = notify or (lambda run_id, what: None)
-        self.database = database or (lambda: StoragePlatformDb.from_env(service.config.db))
+        self.database = database or (lambda site: StoragePlatformDb.from_env(service.config.db_of(site)))
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run")
         self._targets = ThreadPoolExecutor(max_workers=max_parallel_targets, thread_name_prefix="target")
         self._busy: set[str] = set()

@@ -148,13 +148,18 @@ def _make_out(out: Path | None) -> Path:
     return out
 
 
+def _odbc_variables() -> list[str]:
+    """The ODBC variables the example platform names (one per site)."""
+    return load_config(EXAMPLE_CONFIG).odbc_envs()
+
+
 @contextmanager
 def _demo_environment() -> Iterator[None]:
     """The demo's own values for what the rehearsal reads from the environment, restored afterwards."""
     forced = {
         "FAILOVER_WINRM_USER": WINRM_USER,
         "FAILOVER_WINRM_PASSWORD": WINRM_PASSWORD,
-        "FAILOVER_ODBC": None,  # the rehearsal points it at the simulated database
+        **dict.fromkeys(_odbc_variables(), None),  # the rehearsal points them at the simulated databases
         "SLACK_APP_TOKEN": None,
     }
     no_proxy = "127.0.0.1,localhost"
@@ -224,7 +229,8 @@ def _services(r: Rehearsal, host: Host) -> dict[str, str]:
 
 
 def _roles(r: Rehearsal) -> dict[str, str]:
-    return {row.name: row.role for row in r.platform.database.rows()}
+    """BackupServer roles in the database of the AccountServer that is Master after a failover (site-b)."""
+    return {row.name: row.role for row in r.platform.database(r.config.site(r.config.primary_site).partner).rows()}
 
 
 def _waiting_tasks(r: Rehearsal, host: Host) -> list[str]:

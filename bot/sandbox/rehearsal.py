@@ -273,7 +273,7 @@ def rehearsal(
     env = {
         "FAILOVER_WINRM_USER": "rehearsal-admin",
         "FAILOVER_WINRM_PASSWORD": "rehearsal-password",
-        config.db.odbc_env: platform.database.odbc_connection_string(),
+        **platform.odbc_env(),
     }
     with environment(env, keep_existing=True):
         platform.start()

@@ -73,7 +73,7 @@ def running_platform(config_path: Path, state_dir: Path) -> Iterator[SimulatedPl
     defaults = {
         "FAILOVER_WINRM_USER": TEST_WINRM_USER,
         "FAILOVER_WINRM_PASSWORD": TEST_WINRM_PASSWORD,
-        config.db.odbc_env: platform.database.odbc_connection_string(),
+        **platform.odbc_env(),
     }
     added = [name for name in defaults if name not in os.environ]
     for name in added:

@@ -214,7 +214,7 @@ class Served(Rehearsal):
                 count, since = now, time.monotonic()
 
 
-def _bot_env(config_path: Path, slack: FakeSlackApi, db_url: str, odbc_env: str, odbc: str) -> dict[str, str]:
+def _bot_env(config_path: Path, slack: FakeSlackApi, db_url: str, odbc: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAILOVER_", "SLACK_")) and k not in ("CI_DEBUG",)}
     env.update(
         {
@@ -226,7 +226,7 @@ def _bot_env(config_path: Path, slack: FakeSlackApi, db_url: str, odbc_env: str,
             "FAILOVER_CONFIG": str(config_path),
             "FAILOVER_WINRM_USER": TEST_WINRM_USER,
             "FAILOVER_WINRM_PASSWORD": TEST_WINRM_PASSWORD,
-            odbc_env: odbc,
+            **odbc,
         }
     )
     return env
@@ -265,7 +265,7 @@ def served(
     names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
     with running_platform(config_path, state) as platform, FakeSlackApi(token=BOT_TOKEN) as slack:
         store = Store(db_url)  # migrates once, before any replica starts
-        env = _bot_env(config_path, slack, db_url, config.db.odbc_env, platform.database.odbc_connection_string())
+        env = _bot_env(config_path, slack, db_url, platform.odbc_env())
         procs = [
             ServeProcess(f"bot-{i + 1}", config_path, free_port(), env, tmp_path / "logs") for i in range(replicas)
         ]
