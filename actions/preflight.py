@@ -36,6 +36,7 @@ class CheckResult:
     check: str
     ok: bool
     detail: str
+    value: str = ""  # what readiness compares: a service's state, an AccountServer's role (Master/Slave)
 
 
 def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[CheckResult]:
@@ -52,7 +53,7 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
     ).service
     try:
         state = remote.query_service(executor, host, service)
-        out.append(CheckResult(host.name, "service", True, f"{service}: {state}"))
+        out.append(CheckResult(host.name, "service", True, f"{service}: {state}", state))
     except ExecutionError as exc:
         out.append(CheckResult(host.name, "service", False, _short(exc)))
     path = settings_path(_ctx(config, executor), host)
@@ -62,14 +63,16 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
             raise RemoteOperationFailed(f"{path} does not exist")
         guid = settings_xml.read_server_guid(content.content)
         detail = f"ServerGuid {settings_xml.mask_guid(guid)}"
+        role = ""
         if host.role == "account_server":
             is_slave = settings_xml.read_is_slave(content.content)
+            role = "Slave" if is_slave else "Master"
             detail += "; role " + (
                 "Slave (IsSlave True)"
                 if is_slave
                 else "Master (IsSlave " + ("absent" if is_slave is None else "False") + ")"
             )
-        out.append(CheckResult(host.name, "Settings.xml", True, detail))
+        out.append(CheckResult(host.name, "Settings.xml", True, detail, role))
     except ExecutionError as exc:
         out.append(CheckResult(host.name, "Settings.xml", False, _short(exc)))
     if host.role == "account_server":

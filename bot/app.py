@@ -16,6 +16,7 @@ from bot.config import Config
 from bot.listeners import actions, commands
 from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter
+from bot.readiness.watch import ReadinessWatch
 from bot.runs.service import RunService
 from bot.runs.worker import Worker
 from bot.scheduling import Reminders
@@ -43,9 +44,11 @@ class Runtime:
     app: App
     executor: WinRMExecutor
     reminders: Reminders
+    readiness: ReadinessWatch
 
     def close(self) -> None:
         self.context.work.shutdown(wait=True)  # finish what people already clicked
+        self.readiness.close()
         self.reminders.close()
         self.context.worker.close()
         self.executor.close()
@@ -95,6 +98,8 @@ def build_runtime(
     interval = config.slack.post_interval_s if post_interval_s is None else post_interval_s
     presenter = Presenter(service, client, post_interval_s=interval)
     reminders = Reminders(service, presenter)
+    # Its own executor: readiness probes never queue behind (or hold up) a run's step on a host.
+    readiness = ReadinessWatch(service, presenter, is_leader=lambda: reminders.is_leader)
 
     def notify(run_id: str, what: str) -> None:
         presenter.sync(run_id, what)
@@ -110,8 +115,16 @@ def build_runtime(
         client=client,
         groups=groups,
         on_change=notify,
+        readiness=readiness,
     )
     app = build_app(ctx, token=token, signing_secret=signing_secret or "unset")
     return Runtime(
-        config=config, store=store, client=client, context=ctx, app=app, executor=executor, reminders=reminders
+        config=config,
+        store=store,
+        client=client,
+        context=ctx,
+        app=app,
+        executor=executor,
+        reminders=reminders,
+        readiness=readiness,
     )

@@ -1,4 +1,4 @@
-"""The ``failover-bot`` command line: serve | plan | check | simulate | demo | report."""
+"""The ``failover-bot`` command line: serve | plan | check | simulate | demo | report | readiness."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Config, config_path, db_url, load_config
 from bot.errors import ExecutionError, UsageError, UserError
 from bot.runs.runbook import Direction, RunOptions
+
+if TYPE_CHECKING:
+    from bot.presenter import Presenter
+    from bot.runs.service import RunService
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="the audit report of a run")
     s.add_argument("run_id")
     s.add_argument("--format", choices=["md", "json"], default="md")
+
+    s = with_config(sub.add_parser("readiness", help="the latest readiness results; --now runs a round first"))
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.add_argument("--now", action="store_true", help="run a read-only round now (announces changes in Slack)")
     return p
 
 
@@ -145,6 +154,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if report.chain_intact else 1
 
 
+def cmd_readiness(args: argparse.Namespace) -> int:
+    import json
+
+    from bot.readiness.watch import ReadinessWatch, results_text
+    from bot.runs.service import RunService
+    from bot.store.db import Store
+
+    config = _config(args)
+    if args.now:
+        config.check_env(winrm=True, odbc=True)
+    store = Store(db_url())
+    watch: ReadinessWatch | None = None
+    try:
+        service = RunService(store, config)
+        watch = ReadinessWatch(service, _announcer(config, service) if args.now else None)
+        report = watch.run_round() if args.now else watch.latest()
+    finally:
+        if watch is not None:
+            watch.close()
+        store.dispose()
+    if args.format == "json":
+        print(json.dumps(report.to_dict() if report else None, indent=2))
+    else:
+        print(results_text(report))
+    return 1 if report is not None and (report.failed or report.problems) else 0
+
+
+def _announcer(config: Config, service: RunService) -> Presenter | None:
+    """A presenter for ``readiness --now`` when Slack credentials are set; without, results are only stored."""
+    from bot import config as cfg
+    from bot.app import web_client
+    from bot.presenter import Presenter
+
+    token = cfg.secret("SLACK_BOT_TOKEN")
+    if not token or not config.readiness_channel:
+        logging.getLogger(__name__).info("no SLACK_BOT_TOKEN: the round's changes are left for the bot to announce")
+        return None
+    return Presenter(service, web_client(token, cfg.env("SLACK_API_URL")), post_interval_s=0)
+
+
 COMMANDS = {
     "plan": cmd_plan,
     "check": cmd_check,
@@ -152,6 +201,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "demo": cmd_demo,
     "report": cmd_report,
+    "readiness": cmd_readiness,
 }
 
 

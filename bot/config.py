@@ -98,6 +98,21 @@ class StoragePlatformDbSettings(_Strict):
     slave_account_server_role: str = "SlaveAccountServer"
 
 
+class ReadinessSettings(_Strict):
+    """Scheduled read-only readiness rounds between runs (spec v3 §5)."""
+
+    interval_s: int = Field(default=900, ge=0)  # 0 turns the rounds off
+    repeat_hours: float = Field(default=24, gt=0)  # an unchanged problem is announced again at most this often
+    channel: str | None = None  # default: the first of slack.channels
+
+    @field_validator("interval_s")
+    @classmethod
+    def _at_least_five(cls, value: int) -> int:
+        if 0 < value < 5:
+            raise ValueError("must be 0 (off) or at least 5 seconds")
+        return value
+
+
 class HostModel(_Strict):
     name: str = Field(min_length=1)
     address: str = Field(min_length=1)
@@ -130,6 +145,7 @@ class ConfigModel(_Strict):
     winrm: WinRMDefaults = Field(default_factory=WinRMDefaults)
     redstor: RedstorSettings = Field(default_factory=RedstorSettings)
     storage_platform_db: StoragePlatformDbSettings = Field(default_factory=StoragePlatformDbSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     sites: dict[str, SiteModel]
 
     @field_validator("sites")
@@ -223,6 +239,15 @@ class Config:
     def db(self) -> StoragePlatformDbSettings:
         """The top-level StoragePlatform database settings (table, columns, default variable)."""
         return self.model.storage_platform_db
+
+    @property
+    def readiness(self) -> ReadinessSettings:
+        return self.model.readiness
+
+    @property
+    def readiness_channel(self) -> str | None:
+        """Where readiness announcements go: ``readiness.channel``, else the first of ``slack.channels``."""
+        return self.readiness.channel or (self.slack.channels[0] if self.slack.channels else None)
 
     def db_of(self, site: str) -> StoragePlatformDbSettings:
         """The StoragePlatform database of ``site``'s AccountServer."""
@@ -417,6 +442,13 @@ def _resolve(path: str, model: ConfigModel) -> Config:
                 )
     if model.winrm.operation_timeout_s >= model.winrm.read_timeout_s:
         raise ConfigError(path, "winrm.operation_timeout_s", "must be below read_timeout_s")
+    if model.readiness.interval_s and not (model.readiness.channel or model.slack.channels):
+        raise ConfigError(
+            path,
+            "readiness.channel",
+            "readiness rounds need a channel to announce in: set readiness.channel or slack.channels, "
+            "or turn the rounds off with readiness.interval_s: 0",
+        )
     return Config(path=path, model=model, sites=sites)
 
 

@@ -51,6 +51,7 @@ def start_up(runtime: Runtime) -> None:
         runtime.context.presenter.sync(active.id)
         runtime.context.worker.kick(active.id)
     runtime.reminders.start()  # sends only on the replica holding the scheduler lock
+    runtime.readiness.start()  # rounds run only on that replica too
 
 
 class HttpBot:

@@ -22,6 +22,7 @@ USAGE = """*Usage:* `/failover <command>`
 • `check <site>` — read-only preflight of <site> and its partner
 • `abort [<reason>]` — stop the active run (operators)
 • `report [<run-id>]` — post the run's audit report in its thread
+• `readiness` — the latest readiness results and open problems (`readiness now` runs a round)
 • `help` — this message"""
 
 
@@ -88,6 +89,8 @@ def handle(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
         _abort(ctx, args, user, respond)
     elif sub == "report":
         _report(ctx, args, respond)
+    elif sub == "readiness":
+        _readiness(ctx, args, respond)
 
 
 def _audit_command(ctx: BotContext, sub: str, args: list[str], user: str, channel: str, text: str) -> None:
@@ -209,3 +212,19 @@ def _report(ctx: BotContext, args: list[str], respond: Respond) -> None:
             run.channel, f"(report shortened: `failover-bot report {run.id}` prints all of it)", thread_ts=run.thread_ts
         )
     _reply(respond, f"Posted the report of {run.id} in its thread.")
+
+
+def _readiness(ctx: BotContext, args: list[str], respond: Respond) -> None:
+    from bot.blocks.cards import escape
+    from bot.readiness.watch import results_text
+
+    if ctx.readiness is None:
+        raise UsageError("Readiness is not available in this bot.")
+    if args and args[0].lower() != "now" or len(args) > 1:
+        raise UsageError("`/failover readiness [now]`")
+    report = ctx.readiness.run_round() if args else ctx.readiness.latest()
+    if args and report is None:
+        _reply(respond, "A readiness round is running right now; its results follow shortly (`/failover readiness`).")
+        return
+    for chunk in _chunks(results_text(report))[:5]:
+        _reply(respond, f"```{escape(chunk)}```")  # details come from the hosts

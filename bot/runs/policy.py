@@ -10,7 +10,7 @@ from typing import Any
 from bot.config import SlackSettings
 from bot.errors import PermissionDenied
 
-READ_ONLY_COMMANDS = frozenset({"status", "plan", "check", "report", "help"})
+READ_ONLY_COMMANDS = frozenset({"status", "plan", "check", "report", "readiness", "help"})
 OPERATOR_COMMANDS = frozenset({"start", "failback", "abort"})
 
 GroupMembers = Callable[[str], Iterable[str]]

@@ -137,3 +137,42 @@ class AuditHead(Base):
     run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ReadinessRound(Base):
+    """One scheduled (or ``--now``) read-only readiness round over every site."""
+
+    __tablename__ = "readiness_rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    runner: Mapped[str] = mapped_column(String(100))  # host:pid of the process that ran it
+    problems: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReadinessResult(Base):
+    """One check of one host in a readiness round: host, check, outcome, detail, time."""
+
+    __tablename__ = "readiness_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("readiness_rounds.id"), index=True)
+    host: Mapped[str] = mapped_column(String(100))
+    check: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(16))  # pass | fail | expected (a run is changing the host)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReadinessProblem(Base):
+    """An open readiness problem: announced once, again at most every ``repeat_hours``, deleted on recovery."""
+
+    __tablename__ = "readiness_problems"
+
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)  # host|check
+    host: Mapped[str] = mapped_column(String(100))
+    check: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    announced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

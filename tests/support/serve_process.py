@@ -256,10 +256,15 @@ def served(
     replicas: int = 1,
     db_url: str | None = None,
     people: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[Served]:
-    """The simulated platform and the Slack stand-in here, ``replicas`` bot processes on one database."""
-    config_path = write_config(tmp_path / "cfg", slack={"post_interval_s": 0})
-    config = load_config(config_path)
+    """The simulated platform and the Slack stand-in here, ``replicas`` bot processes on one database.
+
+    ``config`` is merged into the example configuration (e.g. ``{"readiness": {"interval_s": 5}}``).
+    """
+    overrides: dict[str, Any] = {"slack": {"post_interval_s": 0}, **(config or {})}
+    config_path = write_config(tmp_path / "cfg", **overrides)
+    loaded = load_config(config_path)
     state = tmp_path / "state"
     db_url = db_url or f"sqlite:///{tmp_path / 'failover-bot.db'}"
     names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
@@ -270,7 +275,7 @@ def served(
             ServeProcess(f"bot-{i + 1}", config_path, free_port(), env, tmp_path / "logs") for i in range(replicas)
         ]
         h = Served(
-            config,
+            loaded,
             platform,
             slack,
             None,  # type: ignore[arg-type]  # the bot runs elsewhere: no in-process runtime
@@ -278,7 +283,7 @@ def served(
             state,
             store=store,
             replicas=procs,
-            _run_service=RunService(store, config),
+            _run_service=RunService(store, loaded),
         )
         try:
             starting = [threading.Thread(target=p.start) for p in procs]

@@ -1,0 +1,305 @@
+"""Readiness between disasters: rounds on a controllable clock against the simulated platform over real WinRM.
+
+Each change on the platform (a stopped service, an edited IsSlave, a host refusing connections) is
+announced once in the readiness channel, again only after ``repeat_hours``, and its recovery once; two
+running Masters are an immediate ``<!here>`` alert; an active run's own changes are not announced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from slack_sdk import WebClient
+
+from actions import settings_xml
+from actions.simulated import SimulatedPlatform
+from bot.config import Config, load_config
+from bot.errors import ConfigError
+from bot.presenter import Presenter
+from bot.readiness.watch import ReadinessWatch
+from bot.runs.service import RunService
+from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi, Message
+from bot.store.db import Store
+from bot.store.models import ReadinessResult
+from tests.support.platform import running_platform, write_config
+
+CHANNEL = "C0INCIDENT"
+SERVICE = "Attix5ProAccountServer"
+
+
+class Clock:
+    def __init__(self) -> None:
+        from bot.store.db import utcnow
+
+        self.now = utcnow().replace(microsecond=0)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class Watched:
+    config: Config
+    platform: SimulatedPlatform
+    state: Path
+    slack: FakeSlackApi
+    store: Store
+    service: RunService
+    presenter: Presenter
+    watch: ReadinessWatch
+    clock: Clock
+
+    def round(self) -> list[Message]:
+        """Run one round; the channel messages it posted."""
+        before = len(self.slack.channel_messages(CHANNEL))
+        report = self.watch.run_round()
+        assert report is not None
+        return self.slack.channel_messages(CHANNEL)[before:]
+
+    def set_service(self, host: str, state: str) -> None:
+        path = self.state / host / "services.json"
+        services = json.loads(path.read_text())
+        services[SERVICE if host.startswith("as-") else "Attix5ProStorageServer"] = state
+        path.write_text(json.dumps(services))
+
+    def settings_path(self, host: str) -> Path:
+        return self.state / host / "C" / "ProgramData" / "Attix5 Pro" / "AS_Service" / "Settings.xml"
+
+    def set_is_slave(self, host: str, value: bool) -> None:
+        path = self.settings_path(host)
+        path.write_bytes(settings_xml.set_is_slave(path.read_bytes(), value, add_if_absent=True))
+
+    def faults(self, host: str, **faults: Any) -> None:
+        (self.state / host / "faults.json").write_text(json.dumps(faults))
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    path = write_config(tmp_path / "cfg", readiness={"interval_s": 60, "repeat_hours": 4})
+    config = load_config(path)
+    state = tmp_path / "state"
+    with running_platform(path, state) as platform, FakeSlackApi() as slack:
+        store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+        clock = Clock()
+        service = RunService(store, config, clock=clock)
+        presenter = Presenter(service, WebClient(token=DEFAULT_TOKEN, base_url=slack.api_url), post_interval_s=0)
+        watch = ReadinessWatch(service, presenter, clock=clock)
+        try:
+            yield Watched(config, platform, state, slack, store, service, presenter, watch, clock)
+        finally:
+            watch.close()
+            store.dispose()
+
+
+def test_readiness_configuration(tmp_path: Path) -> None:
+    assert load_config(write_config(tmp_path / "a")).readiness.interval_s == 900
+    assert load_config(write_config(tmp_path / "a")).readiness_channel == CHANNEL
+    with pytest.raises(ConfigError, match=r"readiness\.interval_s: must be 0 \(off\) or at least 5"):
+        load_config(write_config(tmp_path / "b", readiness={"interval_s": 3}))
+    with pytest.raises(ConfigError, match=r"readiness\.channel: readiness rounds need a channel"):
+        load_config(write_config(tmp_path / "c", slack={"channels": []}))
+    off = load_config(write_config(tmp_path / "d", slack={"channels": []}, readiness={"interval_s": 0}))
+    assert off.readiness_channel is None
+    own = load_config(write_config(tmp_path / "e", slack={"channels": []}, readiness={"channel": "C0READY"}))
+    assert own.readiness_channel == "C0READY"
+
+
+def test_each_change_is_announced_once_and_its_recovery_once(watched: Watched) -> None:
+    w = watched
+    assert w.round() == []  # a healthy platform: nothing to say
+    with w.store.read_session() as s:
+        stored = s.scalars(sa.select(ReadinessResult)).all()
+    assert {(r.host, r.check) for r in stored} >= {("as-b", "service"), ("as-a", "role"), ("platform", "split-brain")}
+    assert all(r.outcome == "pass" and r.at is not None for r in stored)
+
+    # A stopped service: one message, what/where/since/what to do.
+    w.set_service("as-b", "Stopped")
+    w.clock.advance(minutes=1)
+    [msg] = w.round()
+    assert "1 new problem" in msg.text and "*as-b* service" in msg.text and f"{SERVICE}: Stopped" in msg.text
+    assert "since" in msg.text and "a failover to site-b (`/failover start site-a`) would fail at F0" in msg.text
+    w.clock.advance(minutes=1)
+    assert w.round() == []  # unchanged: not announced again within repeat_hours
+    w.clock.advance(hours=4)
+    [again] = w.round()
+    assert "still open" in again.text and "*as-b* service" in again.text
+    w.set_service("as-b", "Running")
+    w.clock.advance(minutes=1)
+    [recovered] = w.round()
+    assert "recovered" in recovered.text and "*as-b* service" in recovered.text and "new problem" not in recovered.text
+    assert w.round() == []
+
+    # An edited IsSlave: the Master turned into a Slave.
+    w.set_is_slave("as-a", True)
+    [drift] = w.round()
+    assert "*as-a* role: answers as Slave, but the configuration (no run yet) left it Master" in drift.text
+    w.set_is_slave("as-a", False)
+    [back] = w.round()
+    assert "recovered" in back.text and "*as-a* role" in back.text
+
+    # A host refusing connections.
+    w.faults("ms-b1", refuse=True)
+    [down] = w.round()
+    assert "*ms-b1* winrm" in down.text and "cannot connect" in down.text
+    assert w.round() == []
+    w.faults("ms-b1")
+    [up] = w.round()
+    assert "recovered" in up.text and "*ms-b1* winrm" in up.text
+    assert w.watch.open_problems() == []
+
+
+def test_several_problems_in_one_round_are_one_message(watched: Watched) -> None:
+    w = watched
+    w.set_service("ss-a1", "Stopped")
+    w.faults("ms-b2", refuse=True)
+    [msg] = w.round()
+    assert "2 new problems" in msg.text and "*ss-a1* service" in msg.text and "*ms-b2* winrm" in msg.text
+
+
+def test_two_running_masters_are_an_immediate_here_alert(watched: Watched) -> None:
+    w = watched
+    w.set_is_slave("as-b", False)  # as-b promoted by hand while as-a still runs as Master
+    [alert] = w.round()
+    assert alert.text.startswith("<!here>") and "Split brain" in alert.text
+    assert "as-a, as-b" in alert.text and f"stop {SERVICE} on as-b now" in alert.text
+    assert w.round() == []
+    w.set_is_slave("as-b", True)
+    [over] = w.round()
+    assert "recovered" in over.text and "split-brain" in over.text
+
+
+def test_an_active_run_hides_its_own_changes_but_not_a_split_brain(watched: Watched) -> None:
+    w = watched
+    run = w.service.open_run("failover", "site-a", [], "U0ALICE", CHANNEL)
+    w.presenter.sync(run.id)  # the incident thread
+    thread_ts = w.service.get_run(run.id).thread_ts
+    assert thread_ts is not None
+    w.set_service("as-b", "Stopped")  # what F1 does
+    assert w.round() == []
+    with w.store.read_session() as s:
+        outcome = s.scalars(
+            sa.select(ReadinessResult.outcome)
+            .where(ReadinessResult.host == "as-b", ReadinessResult.check == "service")
+            .order_by(ReadinessResult.id.desc())
+        ).first()
+    assert outcome == "expected"
+    # F2/F3 done while as-a came back as a running Master: split brain, in the channel and in the thread.
+    w.set_is_slave("as-b", False)
+    w.set_service("as-b", "Running")
+    [alert] = w.round()
+    assert alert.text.startswith("<!here>") and f"stop {SERVICE} on as-a now" not in alert.text
+    assert "as-a, as-b" in alert.text
+    in_thread = [m for m in w.slack.thread(CHANNEL, thread_ts) if m.text.startswith("<!here>")]
+    assert len(in_thread) == 1 and "Split brain" in in_thread[0].text
+
+
+def test_roles_after_a_completed_failover(watched: Watched) -> None:
+    w = watched
+    run = w.service.open_run("failover", "site-a", [], "U0ALICE", CHANNEL)
+    with w.store.session() as s:  # as a completed failover of site-a leaves the platform
+        s.execute(
+            sa.text("UPDATE runs SET state='completed', finished_at=CURRENT_TIMESTAMP WHERE id=:id"), {"id": run.id}
+        )
+        s.execute(sa.text("DELETE FROM active_runs"))
+    w.set_is_slave("as-b", False)
+    w.set_service("as-a", "Stopped")
+    assert w.round() == []  # as-b is the Master the failover left; as-a may stay stopped
+    w.set_service("as-a", "Running")  # site-a's old Master boots up before the failback
+    [alert] = w.round()
+    assert alert.text.startswith("<!here>") and f"stop {SERVICE} on as-a now" in alert.text
+    assert f"as-b is the Master the last completed run {run.id} (failover of site-a) left" in alert.text
+
+
+def test_rounds_never_overlap(watched: Watched) -> None:
+    w = watched
+    w.faults("as-a", latency_ms=600)
+    import threading
+
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(w.watch.run_round())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r is None for r in results) == [False, True]
+
+
+def test_due_from_stored_rounds(watched: Watched) -> None:
+    w = watched
+    w.watch.start()
+    assert not w.watch.due()
+    w.clock.advance(seconds=60)
+    assert w.watch.due()
+    w.watch.run_round()
+    assert not w.watch.due()
+    # Another process (a new leader) sees the same schedule from the stored rounds.
+    other = ReadinessWatch(w.service, None, clock=w.clock)
+    assert not other.due()
+    w.clock.advance(seconds=60)
+    assert other.due()
+    other.close()
+
+
+# ---------------------------------------------------------------------------- through `serve` and the command line
+
+
+def _cli(h: Any, *args: str) -> Any:
+    import subprocess
+    import sys
+
+    from tests.support.serve_process import ROOT
+
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "readiness", *args],
+        cwd=ROOT,
+        env=h.replicas[0].env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_readiness_command_and_cli_against_serve(tmp_path: Path) -> None:
+    from tests.support.serve_process import served
+
+    with served(tmp_path) as h:
+        bob = h.people["U0BOB"]
+        bob.command("readiness", channel=CHANNEL)
+        [none] = h.slack.wait_for(lambda: h.slack.ephemerals("U0BOB"), what="an answer")
+        assert "No readiness round has run yet" in none.text
+
+        services = json.loads((h.state_dir / "as-b" / "services.json").read_text())
+        services[SERVICE] = "Stopped"
+        (h.state_dir / "as-b" / "services.json").write_text(json.dumps(services))
+        done = _cli(h, "--now")
+        assert done.returncode == 1, done.stderr
+        assert "as-b" in done.stdout and f"{SERVICE}: Stopped" in done.stdout and "Open problems:" in done.stdout
+        [msg] = h.slack.channel_messages(CHANNEL)
+        assert "*as-b* service" in msg.text and "would fail at F0" in msg.text
+        again = _cli(h, "--now", "--format", "json")
+        assert again.returncode == 1
+        data = json.loads(again.stdout)
+        assert {"host": "as-b", "check": "service", "outcome": "fail", "detail": f"{SERVICE}: Stopped"} in data[
+            "results"
+        ]
+        assert [p["host"] for p in data["open_problems"]] == ["as-b"]
+        assert len(h.slack.channel_messages(CHANNEL)) == 1  # unchanged: not announced again
+
+        bob.command("readiness", channel=CHANNEL)
+        answers = h.slack.wait_for(lambda: h.slack.ephemerals("U0BOB")[1:], what="a second answer")
+        text = "\n".join(a.text for a in answers)
+        assert "as-b" in text and "FAIL" in text and f"{SERVICE}: Stopped" in text
+
+        bob.command("help", channel=CHANNEL)
+        helped = h.slack.wait_for(lambda: [e for e in h.slack.ephemerals("U0BOB") if "Usage" in e.text], what="help")
+        assert "`readiness`" in helped[0].text
