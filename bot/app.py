@@ -13,7 +13,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from actions.winrm import WinRMExecutor
 from bot import config as cfg
 from bot.config import Config
-from bot.listeners import actions, commands
+from bot.listeners import actions, commands, home
 from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter
 from bot.readiness.watch import ReadinessWatch
@@ -69,6 +69,7 @@ def build_app(ctx: BotContext, *, token: str, signing_secret: str) -> App:
 
     commands.register(app, ctx)
     actions.register(app, ctx)
+    home.register(app, ctx)
 
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> None:

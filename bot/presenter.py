@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.blocks.cards import direction_title, status_card, step_card
+from bot.runs.estimate import Estimator
 from bot.runs.machine import StepState
 from bot.runs.service import RunService, RunView
 from bot.store.db import utcnow
@@ -56,6 +57,7 @@ class Presenter:
         self.client = client
         self.clock = clock
         self.pacer = ChannelPacer(post_interval_s)
+        self.estimator = Estimator(service.store)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._rendered: dict[str, str] = {}  # message ts -> digest of the blocks last sent
@@ -118,6 +120,11 @@ class Presenter:
                 return True
             return False
 
+    def left(self, view: RunView) -> str | None:
+        """How long is left of an active run, for the status card, `/failover status` and App Home."""
+        left = self.estimator.left(view)
+        return left.text() if left is not None else None
+
     def _sync(self, run_id: str) -> None:
         view = self.service.view(run_id)
         run = view.run
@@ -126,7 +133,7 @@ class Presenter:
         now = self.clock()
         title = direction_title(view)
         if run.thread_ts is None:
-            ts = self.post(run.channel, title, status_card(view, now))
+            ts = self.post(run.channel, title, status_card(view, now, self.left(view)))
             self.service.set_thread(run_id, run.channel, ts)
             view = self.service.view(run_id)
             self._rendered[ts] = ""
@@ -146,7 +153,7 @@ class Presenter:
             elif not sv.row.message_ts.startswith("posting"):
                 self._update(run.channel, sv.row.message_ts, text, blocks)
             self._announce(view, sv)
-        self._update(run.channel, thread, title, status_card(view, now))
+        self._update(run.channel, thread, title, status_card(view, now, self.left(view)))
         self._announce_run(view)
 
     def _announce(self, view: RunView, sv: Any) -> None:

@@ -1,4 +1,4 @@
-"""The Slack app manifest creates the app the bot expects: one command, interactivity, minimal scopes."""
+"""The Slack app manifest creates the app the bot expects: one command, interactivity, the Home tab, minimal scopes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def test_manifest_matches_what_the_bot_uses() -> None:
     assert commands[0]["url"].endswith("/slack/events")
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["interactivity"]["request_url"].endswith("/slack/events")
+    # the Home tab: enabled, published on app_home_opened, at the same endpoint (events need no extra scope)
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest["settings"]["event_subscriptions"]["request_url"].endswith("/slack/events")
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert scopes == {"commands", "chat:write", "usergroups:read"}
     # every Web API method the bot calls is covered by those scopes (chat.* and usergroups.users.list)
@@ -26,7 +30,8 @@ def test_manifest_matches_what_the_bot_uses() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr.startswith(
-                ("chat_", "usergroups_", "users_", "conversations_")
+                ("chat_", "usergroups_", "users_", "conversations_", "views_")
             ):
                 called.add(node.attr)
-    assert called <= {"chat_postMessage", "chat_update", "chat_getPermalink", "usergroups_users_list"}, called
+    allowed = {"chat_postMessage", "chat_update", "chat_getPermalink", "usergroups_users_list", "views_publish"}
+    assert called <= allowed, called

@@ -303,3 +303,105 @@ def test_readiness_command_and_cli_against_serve(tmp_path: Path) -> None:
         bob.command("help", channel=CHANNEL)
         helped = h.slack.wait_for(lambda: [e for e in h.slack.ephemerals("U0BOB") if "Usage" in e.text], what="help")
         assert "`readiness`" in helped[0].text
+
+
+def _home_text(view: dict[str, Any]) -> str:
+    from bot.blocks.render import render_blocks
+
+    return render_blocks(view["blocks"])
+
+
+def test_app_home_opened_publishes_a_home_tab(tmp_path: Path) -> None:
+    from tests.support.serve_process import served
+
+    people = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave"}
+    with served(tmp_path, people=people) as h:
+        assert _cli(h, "--now").returncode == 0
+        dave = h.people["U0DAVE"]
+        assert dave.open_home().status == 200
+        view = h.slack.wait_for(lambda: h.slack.home_views.get("U0DAVE"), what="the home tab")
+        text = _home_text(view)
+        assert view["type"] == "home" and len(view["blocks"]) <= 100
+        for expected in ("site-a", "site-b", "as-a", "as-b", "ss-a1", "ms-b2", "No run is active", "No runs yet"):
+            assert expected in text, expected
+        assert "as-a* — Master AccountServer" in text and "as-b* — Slave AccountServer" in text
+        assert "ms-b1* — MirrorServer" in text and "all checks pass" in text
+        assert [c for c in h.slack.calls("views.publish") if c.error] == []
+
+        # A run waits on an approver: Bob (an approver) sees it waiting on him; Dave (not one) does not.
+        for host in ("as-a", "ss-a1", "ss-a2"):
+            h.faults(host, refuse=True)  # site-a is down
+        fo = h.start("U0ALICE", "start site-a")
+        h.settled(fo)
+        h.people["U0BOB"].open_home()
+        bobs = _home_text(h.slack.wait_for(lambda: h.slack.home_views.get("U0BOB"), what="Bob's home tab"))
+        assert "Waiting on you" in bobs and f"{fo} step F1" in bobs
+        assert "Current step: F1" in bobs and "Left: " in bobs and "no history yet" in bobs
+        assert f"*{fo}* failover site-a → site-b — in progress" in bobs
+        before = len(h.slack.calls("views.publish"))
+        dave.open_home()
+        h.slack.wait_for(lambda: len(h.slack.calls("views.publish")) > before, what="Dave's new home tab")
+        assert "Waiting on you" not in _home_text(h.slack.home_views["U0DAVE"])
+
+        # /failover status says how long is left too.
+        h.people["U0DAVE"].command("status", channel=CHANNEL)
+        status = h.slack.wait_for(
+            lambda: [e for e in h.slack.ephemerals("U0DAVE") if "Current step" in e.text], what="status"
+        )
+        assert "Left: " in status[0].text and "need a person" in status[0].text
+
+
+def test_fake_slack_validates_views_publish_as_slack_does() -> None:
+    with FakeSlackApi() as fake:
+        client = WebClient(token=DEFAULT_TOKEN, base_url=fake.api_url)
+        from slack_sdk.errors import SlackApiError
+
+        good = {"type": "home", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]}
+        assert client.views_publish(user_id="U0ANY", view=good)["ok"]
+        for bad in (
+            {"type": "modal", "blocks": good["blocks"]},
+            {"type": "home", "blocks": good["blocks"] * 101},
+            {"type": "home", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]},
+            {"type": "home", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}]},
+        ):
+            with pytest.raises(SlackApiError) as err:
+                client.views_publish(user_id="U0ANY", view=bad)
+            assert err.value.response["error"] == "invalid_arguments"
+        with pytest.raises(SlackApiError):
+            client.views_publish(user_id="", view=good)
+
+
+def test_how_long_is_left_comes_from_earlier_runs(watched: Watched) -> None:
+    import time
+
+    from bot.runs.estimate import Estimator
+    from bot.store import audit
+
+    w = watched
+    estimator = Estimator(w.store)
+    first = w.service.open_run("failover", "site-a", [], "U0ALICE", CHANNEL)
+    left = estimator.left(w.service.view(first.id))
+    assert left is not None and left.bot_seconds is None and "no history yet" in left.text()
+    assert left.people_steps == sum(1 for sv in w.service.view(first.id).steps if sv.needed > 0) > 0
+    audit.record(w.store, first.id, "bot", "execution.started", step_id="F1")
+    time.sleep(1.0)
+    audit.record(w.store, first.id, "bot", "execution.finished", step_id="F1")
+    with w.store.session() as s:
+        s.execute(
+            sa.text("UPDATE runs SET state='completed', finished_at=CURRENT_TIMESTAMP WHERE id=:id"), {"id": first.id}
+        )
+        s.execute(sa.text("DELETE FROM active_runs"))
+    second = w.service.open_run("failover", "site-a", [], "U0ALICE", CHANNEL)
+    left = estimator.left(w.service.view(second.id))
+    assert left is not None and left.history_runs == 1
+    assert left.bot_seconds is not None and 0.9 <= left.bot_seconds < 5
+    assert "about 1 s (from 1 earlier run)" in left.text()
+    # A different scope has no history.
+    with w.store.session() as s:
+        s.execute(
+            sa.text("UPDATE runs SET state='aborted', finished_at=CURRENT_TIMESTAMP WHERE id=:id"), {"id": second.id}
+        )
+        s.execute(sa.text("DELETE FROM active_runs"))
+    third = w.service.open_run("failover", "site-a", ["scope=account"], "U0ALICE", CHANNEL)
+    third_left = estimator.left(w.service.view(third.id))
+    assert third_left is not None and third_left.bot_seconds is None

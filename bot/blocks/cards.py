@@ -120,7 +120,7 @@ def waiting_on(sv: StepView) -> str:
     return "-"
 
 
-def status_card(view: RunView, now: datetime) -> list[dict[str, Any]]:
+def status_card(view: RunView, now: datetime, left: str | None = None) -> list[dict[str, Any]]:
     run = view.run
     total = len(view.steps)
     cur = view.current
@@ -138,6 +138,8 @@ def status_card(view: RunView, now: datetime) -> list[dict[str, Any]]:
         waited = (now - as_utc(since)).total_seconds() if since else 0.0
         fields.append(f"*Current step*\n{cur.step.id} {cur.step.title}")
         fields.append(f"*Waiting on*\n{waiting_on(cur)} for {duration(waited)}")
+        if left:
+            fields.append(f"*Left*\n{left}")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": direction_title(view)[:150]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields[:10]]},
@@ -150,7 +152,7 @@ def status_card(view: RunView, now: datetime) -> list[dict[str, Any]]:
     return blocks
 
 
-def status_text(view: RunView, now: datetime, permalink: str | None = None) -> str:
+def status_text(view: RunView, now: datetime, permalink: str | None = None, left: str | None = None) -> str:
     """The plain answer of `/failover status`."""
     run = view.run
     total = len(view.steps)
@@ -161,6 +163,8 @@ def status_text(view: RunView, now: datetime, permalink: str | None = None) -> s
         waited = (now - as_utc(since)).total_seconds() if since else 0.0
         lines.append(f"Current step: *{cur.step.id}* {cur.step.title} ({cur.state.replace('_', ' ')})")
         lines.append(f"Waiting on {waiting_on(cur)} for {duration(waited)}")
+        if left:
+            lines.append(f"Left: {left}")
     if permalink:
         lines.append(f"Thread: <{permalink}|open the incident thread>")
     return "\n".join(lines)

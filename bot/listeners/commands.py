@@ -149,7 +149,7 @@ def _status(ctx: BotContext, args: list[str], respond: Respond) -> None:
     run = _pick_run(ctx, args)
     view = ctx.service.view(run.id)
     link = ctx.permalink(run.channel, run.thread_ts)
-    _reply(respond, status_text(view, utcnow(), link))
+    _reply(respond, status_text(view, utcnow(), link, ctx.presenter.left(view)))
 
 
 def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:

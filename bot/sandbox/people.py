@@ -249,14 +249,15 @@ class SlackPerson:
         retry_reason: str = "http_timeout",
         timestamp: int | None = None,
         bad_signature: bool = False,
+        content_type: str = "application/x-www-form-urlencoded",
     ) -> Response:
-        """Sign and POST a raw form-encoded ``body`` to the bot, as Slack does."""
+        """Sign and POST a raw ``body`` (form-encoded; events are JSON) to the bot, as Slack does."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         signature = self._verifier.generate_signature(timestamp=ts, body=body) or ""
         if bad_signature:
             signature = "v0=" + ("0" * 64 if signature[3:] != "0" * 64 else "1" * 64)
         headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Type": content_type,
             "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
             "X-Slack-Request-Timestamp": ts,
             "X-Slack-Signature": signature,
@@ -266,6 +267,25 @@ class SlackPerson:
             headers["X-Slack-Retry-Reason"] = retry_reason
         self.last_delivery = Delivery(body, headers)
         return self._post(body, headers)
+
+    def open_home(self) -> Response:
+        """Open the app's Home tab: Slack sends a signed ``app_home_opened`` event (JSON) to the bot."""
+        event = {
+            "token": "sandbox-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": API_APP_ID,
+            "type": "event_callback",
+            "event_id": f"Ev{next(_counter):08d}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": self.user_id,
+                "channel": f"D0{self.user_id[2:]}",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        }
+        return self.send(json.dumps(event), content_type="application/json")
 
     def redeliver(self, retry_num: int = 1, retry_reason: str = "http_timeout") -> Response:
         """Deliver the last request again, byte for byte, as a Slack retry (freshly signed, with retry headers)."""

@@ -30,6 +30,9 @@ MAX_ID_LENGTH = 255
 MAX_CONFIRM_TITLE = 100
 MAX_CONFIRM_TEXT = 300
 MAX_MESSAGE_TEXT = 40000
+MAX_VIEW_BLOCKS = 100  # a view (home tab, modal) may hold twice a message's blocks
+MAX_HEADER_TEXT = 150
+MAX_PRIVATE_METADATA = 3000
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,11 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def block_problems(blocks: list[dict[str, Any]]) -> list[str]:
+def block_problems(blocks: list[dict[str, Any]], max_blocks: int = MAX_BLOCKS) -> list[str]:
     """Reasons Slack would answer ``invalid_blocks`` for these blocks (empty when they are acceptable)."""
     problems: list[str] = []
-    if len(blocks) > MAX_BLOCKS:
-        problems.append(f"{len(blocks)} blocks, more than {MAX_BLOCKS}")
+    if len(blocks) > max_blocks:
+        problems.append(f"{len(blocks)} blocks, more than {max_blocks}")
     for i, block in enumerate(blocks):
         if "type" not in block:
             problems.append(f"block {i} has no type")
@@ -149,6 +152,12 @@ def block_problems(blocks: list[dict[str, Any]]) -> list[str]:
         if len(str(block.get("block_id", ""))) > MAX_ID_LENGTH:
             problems.append(f"block {i}: block_id longer than {MAX_ID_LENGTH}")
         text = block.get("text")
+        if block["type"] == "header" and (
+            not isinstance(text, dict)
+            or text.get("type") != "plain_text"
+            or not 0 < len(text.get("text", "")) <= MAX_HEADER_TEXT
+        ):
+            problems.append(f"block {i}: a header needs plain_text of 1 to {MAX_HEADER_TEXT} characters")
         if block["type"] == "section" and isinstance(text, dict) and len(text.get("text", "")) > MAX_SECTION_TEXT:
             problems.append(f"block {i}: section text longer than {MAX_SECTION_TEXT}")
         elements = list(block.get("elements", [])) if block["type"] == "actions" else []
@@ -220,6 +229,7 @@ class FakeSlackApi:
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._injections: dict[str, list[_Injection]] = {}
         self._ts_counter = 0
+        self.home_views: dict[str, dict[str, Any]] = {}  # user -> the home tab last published for them
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -590,6 +600,33 @@ class FakeSlackApi:
             link += f"?thread_ts={message.thread_ts}&cid={channel}"
         return {"channel": channel, "permalink": link}
 
+    def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        """views.publish: a ``type: home`` view for one user, checked as Slack checks it."""
+        user = params.get("user_id")
+        if not user or not isinstance(user, str):
+            raise SlackApiError("invalid_arguments")
+        if self.users and user not in self.users:
+            raise SlackApiError("user_not_found")
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except json.JSONDecodeError as exc:
+                raise SlackApiError("invalid_arguments") from exc
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackApiError("invalid_arguments")  # views.publish takes home tabs only
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            raise SlackApiError("invalid_arguments")
+        if block_problems(blocks, MAX_VIEW_BLOCKS):
+            raise SlackApiError("invalid_arguments")
+        if len(str(view.get("private_metadata", ""))) > MAX_PRIVATE_METADATA:
+            raise SlackApiError("invalid_arguments")
+        if len(str(view.get("callback_id", ""))) > MAX_ID_LENGTH:
+            raise SlackApiError("invalid_arguments")
+        self.home_views[user] = copy.deepcopy(view)
+        return {"view": {"id": f"V{len(self.home_views):08d}", "type": "home", "blocks": blocks}}
+
     def _usergroup_users(self, params: dict[str, Any]) -> dict[str, Any]:
         group = str(params.get("usergroup") or "")
         if group not in self.usergroups:
@@ -638,6 +675,7 @@ _METHODS: dict[str, Callable[[FakeSlackApi, dict[str, Any]], dict[str, Any]]] = 
     "chat.postEphemeral": FakeSlackApi._post_ephemeral,
     "chat.getPermalink": FakeSlackApi._get_permalink,
     "usergroups.users.list": FakeSlackApi._usergroup_users,
+    "views.publish": FakeSlackApi._views_publish,
     "users.info": FakeSlackApi._users_info,
     "conversations.info": FakeSlackApi._conversations_info,
     "conversations.replies": FakeSlackApi._conversations_replies,
