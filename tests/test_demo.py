@@ -90,6 +90,9 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for step in ("F0", "F8", "B1", "B9", "B33", "B37"):
         assert f"{step} · " in out
     assert "bob revealed the one-time password(s) for B9" in out
+    # readiness: site-a going down is one alert; as-a back as a second Master is the split-brain alert
+    assert "Readiness: 3 new problems" in out and "as-a* winrm" in out
+    assert "@here 🚨 *Split brain*" in out and "Attix5ProAccountServer on as-a now" in out
     # the verdict: every check held
     assert "✗" not in out
     assert re.search(r"✓ all \d+ checks hold", out)

@@ -405,3 +405,50 @@ def test_how_long_is_left_comes_from_earlier_runs(watched: Watched) -> None:
     third = w.service.open_run("failover", "site-a", ["scope=account"], "U0ALICE", CHANNEL)
     third_left = estimator.left(w.service.view(third.id))
     assert third_left is not None and third_left.bot_seconds is None
+
+
+def test_two_replicas_run_one_readiness_loop_and_the_survivor_takes_over(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from tests.conftest import pg_url
+    from tests.support.serve_process import postgres_schema, served
+
+    url = pg_url() or ""
+    try:
+        schema = postgres_schema(url)
+        db_url = schema.__enter__()
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at FAILOVER_TEST_PG_URL is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+
+    def rounds(h: Any) -> list[tuple[str, Any, Any]]:
+        with h.store.read_session() as s:
+            rows = s.execute(sa.text("SELECT runner, started_at, finished_at FROM readiness_rounds ORDER BY id")).all()
+        return [(r[0].rsplit(":", 1)[1], r[1], r[2]) for r in rows]
+
+    try:
+        with served(tmp_path, replicas=2, db_url=db_url, config={"readiness": {"interval_s": 5}}) as h:
+            pids = {str(p.proc.pid): p for p in h.replicas if p.proc is not None}
+            h.wait_until("three readiness rounds", lambda: len([r for r in rounds(h) if r[2]]) >= 3, timeout=60)
+            seen = [r for r in rounds(h) if r[2]]
+            assert len({pid for pid, _, _ in seen}) == 1, seen  # one loop: every round by the same replica
+            for (_, start_a, end_a), (_, start_b, _) in zip(seen, seen[1:], strict=False):
+                assert end_a <= start_b, "rounds overlapped"
+                assert (start_b - start_a).total_seconds() >= 4.5, "a round came before the interval"
+            leader = pids[seen[0][0]]
+            survivor = next(p for p in h.replicas if p is not leader)
+            leader.kill()
+            killed_at = time.monotonic()
+            h.wait_until(
+                "a round by the surviving replica",
+                lambda: any(pid == str(survivor.proc.pid) and end for pid, _, end in rounds(h)),  # type: ignore[union-attr]
+                timeout=60,
+            )
+            assert time.monotonic() - killed_at < 45
+            after = [r for r in rounds(h) if r[0] == str(survivor.proc.pid)]  # type: ignore[union-attr]
+            assert after and all(r[0] != seen[0][0] for r in after)
+            assert h.slack.channel_messages(CHANNEL) == []  # a healthy platform: nothing announced
+    finally:
+        schema.__exit__(None, None, None)

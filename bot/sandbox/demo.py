@@ -411,6 +411,14 @@ def _story(demo: Demo, r: Rehearsal, out_dir: Path) -> None:
         f"still answering: {', '.join(sorted({h.name for h in down} - set(refusing)))}",
     )
 
+    alerts = _readiness_round(demo, r)
+    demo.check(
+        f"While {SITE} is down",
+        "one readiness alert names every host of site-a",
+        len(alerts) == 1 and all(f"*{h.name}* winrm" in alerts[0] for h in down),
+        f"readiness posted: {alerts!r}"[:300],
+    )
+
     demo.phase(3, f"Failover {SITE} → {s.name}")
     fo = _run(demo, r, "start " + SITE, "Failover")
     if fo is not None:
@@ -428,6 +436,17 @@ def _story(demo: Demo, r: Rehearsal, out_dir: Path) -> None:
         f"not answering: {', '.join(sorted({h.name for h in down} - set(answering)))}",
     )
 
+    if fo is not None:
+        # as-a boots with its old Settings.xml: a second running Master beside the promoted as-b.
+        alerts = _readiness_round(demo, r)
+        brain = [a for a in alerts if a.startswith("<!here>")]
+        demo.check(
+            f"When {SITE} is back",
+            f"readiness raises the split-brain alert (@here), naming {p.account_server.name} to stop",
+            len(brain) == 1 and f"on {p.account_server.name} now" in brain[0],
+            f"readiness posted: {alerts!r}"[:300],
+        )
+
     fb = None
     if fo is not None:
         demo.phase(5, f"Failback to {SITE}")
@@ -439,6 +458,20 @@ def _story(demo: Demo, r: Rehearsal, out_dir: Path) -> None:
     _reports(demo, r, out_dir, [run for run in (fo, fb) if run is not None])
     if fo is None or fb is None:
         demo.check("After the failback", "the failback ran", False, "not started: the failover did not complete")
+
+
+def _readiness_round(demo: Demo, r: Rehearsal) -> list[str]:
+    """Run one readiness round now (the bot runs one every readiness.interval_s); print and return what it posted."""
+    from bot.blocks.render import mrkdwn_to_text
+
+    before = len(r.slack.channel_messages(CHANNEL))
+    r.runtime.readiness.run_round()
+    posted = [m.text for m in r.slack.channel_messages(CHANNEL)[before:]]
+    demo.say("  Readiness round (read-only checks of both sites) posts in #incident:")
+    for text in posted or ["(nothing: no change since the last round)"]:
+        for line in mrkdwn_to_text(text, NAMES).splitlines():
+            demo.say("    " + line)
+    return posted
 
 
 @dataclass
