@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from xml.etree import ElementTree
 
 import requests
 from winrm.exceptions import (
@@ -221,10 +222,16 @@ def _translate(host: Host, doing: str, exc: BaseException) -> ExecutionError:
         return HostUnreachable(f"{doing}: HTTP {exc.code} from {host.winrm.url}", host=name)
     if isinstance(exc, WinRMError):
         return HostUnreachable(f"{doing}: {exc}", host=name)
+    if isinstance(exc, _NOT_WSMAN):
+        return HostUnreachable(
+            f"{doing}: {host.winrm.url} answered, but not with WS-Management (is it the WinRM port?)", host=name
+        )
     return RemoteOperationFailed(f"{doing}: {type(exc).__name__}: {exc}", host=name)
 
 
-_CAUGHT = (WinRMError, WinRMTransportError, requests.exceptions.RequestException)
+# pywinrm parsing an answer that is not WS-Management (e.g. 200 text/html from a web server on that port)
+_NOT_WSMAN = (ElementTree.ParseError, StopIteration)
+_CAUGHT = (WinRMError, WinRMTransportError, requests.exceptions.RequestException, *_NOT_WSMAN)
 
 
 class WinRMExecutor:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
 
@@ -31,11 +31,23 @@ class SlackSettings(_Strict):
     approver_groups: list[str] = Field(default_factory=list)
     destructive_approvals: int = Field(default=2, ge=1, le=5)
     initiator_may_approve_destructive: bool = False
+    # Fewer than two approvers of a delete, or the initiator among them, only when this says so too.
+    allow_weaker_delete_approval: bool = False
     remind_after_minutes: float = Field(default=10, gt=0)
     escalate_after_reminders: int = Field(default=3, ge=1)
     wait_nudge_minutes: float = Field(default=30, gt=0)
     post_interval_s: float = Field(default=1.0, ge=0)  # pacing of chat.postMessage per channel
     group_cache_s: float = Field(default=300, ge=0)
+
+    @model_validator(mode="after")
+    def _two_person_deletes(self) -> SlackSettings:
+        weaker = self.destructive_approvals < 2 or self.initiator_may_approve_destructive
+        if weaker and not self.allow_weaker_delete_approval:
+            raise ValueError(
+                "destructive_approvals below 2 or initiator_may_approve_destructive: true weakens the "
+                "two-person rule for deletes; also set allow_weaker_delete_approval: true to accept that"
+            )
+        return self
 
 
 class WinRMDefaults(_Strict):

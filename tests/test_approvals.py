@@ -10,7 +10,7 @@ import pytest
 from bot.errors import PermissionDenied, StateConflict
 from bot.runs.machine import StepState
 from bot.store.db import Store
-from tests.support.engine import ALICE, BOB, CAROL, drive, engine
+from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
 
 
 def _to_step(eng, run_id: str, step_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +30,7 @@ def test_many_threads_one_winner_on_each_database(tmp_path: Path, store: Store) 
         def approve(user: str) -> None:
             barrier.wait(5)
             try:
-                outcomes.append(eng.service.approve(run.id, "F1", user))
+                outcomes.append(eng.service.approve(run.id, "F1", user, **seen(eng.service, run.id, "F1")))
             except StateConflict as exc:
                 outcomes.append(exc)
 
@@ -89,7 +89,7 @@ def test_approval_is_void_when_what_was_approved_changes(tmp_path: Path) -> None
         path = eng.state_dir / "as-b" / "C" / "ProgramData" / "Attix5 Pro" / "AS_Service" / "Settings.xml"
         original = path.read_bytes()
         path.write_bytes(original.replace(b"<ServerName>", b"<!-- edited by hand -->\r\n  <ServerName>"))
-        eng.service.approve(run.id, "F2", BOB)
+        eng.service.approve(run.id, "F2", BOB, **seen(eng.service, run.id, "F2"))
         eng.worker.advance(run.id)
         after = eng.service.view(run.id).step("F2")
         assert after.state == StepState.AWAITING_APPROVAL  # asks again
@@ -97,7 +97,7 @@ def test_approval_is_void_when_what_was_approved_changes(tmp_path: Path) -> None
         assert after.row.fingerprint != before.row.fingerprint
         assert b"<IsSlave" in path.read_bytes() and b"True</IsSlave>" in path.read_bytes()  # nothing written
         assert eng.service.claim(run.id, "F2") is False  # the old approval cannot be used
-        eng.service.approve(run.id, "F2", BOB)
+        eng.service.approve(run.id, "F2", BOB, **seen(eng.service, run.id, "F2"))
         eng.worker.advance(run.id)
         assert eng.service.view(run.id).step("F2").state == StepState.SUCCEEDED
         assert b"<!-- edited by hand -->" in path.read_bytes()  # the person's edit is kept
@@ -110,8 +110,8 @@ def test_approvers_from_user_groups(tmp_path: Path) -> None:
         run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
         eng.worker.advance(run.id)
         with pytest.raises(PermissionDenied):
-            eng.service.approve(run.id, "F1", BOB)
-        assert eng.service.approve(run.id, "F1", "U0DAVE").approved
+            eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
+        assert eng.service.approve(run.id, "F1", "U0DAVE", **seen(eng.service, run.id, "F1")).approved
 
 
 def test_destructive_two_people_not_the_initiator_and_skip_rules(tmp_path: Path) -> None:
@@ -125,14 +125,14 @@ def test_destructive_two_people_not_the_initiator_and_skip_rules(tmp_path: Path)
         fb = eng.service.open_run("failback", "site-a", [], ALICE, "C0INCIDENT")
         _to_step(eng, fb.id, "B11")
         with pytest.raises(PermissionDenied, match="You started this run"):
-            eng.service.approve(fb.id, "B11", ALICE)
+            eng.service.approve(fb.id, "B11", ALICE, **seen(eng.service, fb.id, "B11"))
         with pytest.raises(StateConflict, match="needs 2 approvals"):
-            eng.service.done(fb.id, "B11", BOB)
-        assert not eng.service.approve(fb.id, "B11", BOB).approved
-        again = eng.service.approve(fb.id, "B11", BOB)
+            eng.service.done(fb.id, "B11", BOB, **seen(eng.service, fb.id, "B11"))
+        assert not eng.service.approve(fb.id, "B11", BOB, **seen(eng.service, fb.id, "B11")).approved
+        again = eng.service.approve(fb.id, "B11", BOB, **seen(eng.service, fb.id, "B11"))
         assert again.already and again.have == 1
-        assert eng.service.approve(fb.id, "B11", CAROL).approved
+        assert eng.service.approve(fb.id, "B11", CAROL, **seen(eng.service, fb.id, "B11")).approved
         with pytest.raises(PermissionDenied, match="required and cannot be skipped"):
-            eng.service.skip(fb.id, "B11", BOB, "no time")
-        eng.service.done(fb.id, "B11", CAROL)
+            eng.service.skip(fb.id, "B11", BOB, "no time", **seen(eng.service, fb.id, "B11"))
+        eng.service.done(fb.id, "B11", CAROL, **seen(eng.service, fb.id, "B11"))
         assert eng.service.view(fb.id).step("B11").state == StepState.SUCCEEDED

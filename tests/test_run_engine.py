@@ -11,7 +11,7 @@ import pytest
 from actions import settings_xml
 from bot.errors import PermissionDenied, StateConflict
 from bot.runs.machine import StepState
-from tests.support.engine import ALICE, BOB, CAROL, drive, engine, wait_tasks_consumed
+from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen, wait_tasks_consumed
 
 
 def _role_rows(eng) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -70,9 +70,13 @@ def test_split_brain_guard_refuses_then_two_approvers_override(tmp_path: Path) -
         f0 = eng.service.view(run.id).step("F0")
         assert f0.state == StepState.FAILED and "split-brain" in (f0.row.error or "")
         with pytest.raises(StateConflict):
-            eng.service.approve(run.id, "F1", BOB)  # not current
-        assert not eng.service.vote_mark_done(run.id, "F0", BOB, "as-a is isolated from the network").approved
-        assert eng.service.vote_mark_done(run.id, "F0", CAROL, "as-a is isolated from the network").approved
+            eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))  # not current
+        assert not eng.service.vote_mark_done(
+            run.id, "F0", BOB, "as-a is isolated from the network", **seen(eng.service, run.id, "F0")
+        ).approved
+        assert eng.service.vote_mark_done(
+            run.id, "F0", CAROL, "as-a is isolated from the network", **seen(eng.service, run.id, "F0")
+        ).approved
         eng.worker.advance(run.id)
         assert eng.service.view(run.id).current.step.id == "F1"
 
@@ -87,7 +91,7 @@ def test_concurrent_approvals_one_winner_and_one_execution(tmp_path: Path) -> No
 
         def click(user: str) -> None:
             try:
-                results.append(eng.service.approve(run.id, "F1", user))
+                results.append(eng.service.approve(run.id, "F1", user, **seen(eng.service, run.id, "F1")))
             except StateConflict as exc:
                 results.append(exc)
 
@@ -118,10 +122,10 @@ def test_permissions_and_destructive_rules(tmp_path: Path) -> None:
         with pytest.raises(StateConflict, match="still active"):
             eng.service.open_run("failover", "site-a", [], BOB, "C0INCIDENT")
         with pytest.raises(PermissionDenied):
-            eng.service.approve(run.id, "F0", "U0MALLORY")
+            eng.service.approve(run.id, "F0", "U0MALLORY", **seen(eng.service, run.id, "F0"))
         eng.service.abort(run.id, ALICE, "rehearsal over")
         with pytest.raises(StateConflict):
-            eng.service.approve(run.id, "F1", BOB)
+            eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
 
 
 def test_fan_out_target_that_fails_is_retried_alone(tmp_path: Path) -> None:
@@ -136,14 +140,14 @@ def test_fan_out_target_that_fails_is_retried_alone(tmp_path: Path) -> None:
         drive(eng, fb.id, stop_at="B8")
         eng.worker.advance(fb.id)
         eng.faults("ss-a2", refuse=True)  # ss-a2 drops off again just before its restart
-        eng.service.approve(fb.id, "B8", BOB)
+        eng.service.approve(fb.id, "B8", BOB, **seen(eng.service, fb.id, "B8"))
         eng.worker.advance(fb.id)
         b8 = eng.service.view(fb.id).step("B8")
         assert b8.state == StepState.FAILED
         assert b8.targets["ss-a1"].state == StepState.SUCCEEDED
         assert b8.targets["ss-a2"].state == StepState.FAILED and "ss-a2" in (b8.row.error or "")
         eng.faults("ss-a2")
-        eng.service.retry(fb.id, "B8", CAROL, target="ss-a2")
+        eng.service.retry(fb.id, "B8", CAROL, target="ss-a2", **seen(eng.service, fb.id, "B8"))
         eng.worker.advance(fb.id)
         assert eng.service.view(fb.id).step("B8").state == StepState.SUCCEEDED
         restarts = [o["host"] for o in eng.operations() if o["operation"] == "service.restart"]

@@ -23,7 +23,7 @@ from bot.scheduling import PostgresLease, Reminders, remind_approvers
 from bot.server import start_up
 from bot.store import audit
 from bot.store.db import Store, utcnow
-from tests.support.engine import ALICE, BOB, CAROL
+from tests.support.engine import ALICE, BOB, CAROL, seen
 from tests.support.platform import write_config
 
 CHANNEL = "C0INCIDENT"
@@ -187,9 +187,9 @@ def test_missed_reminders_coalesce_into_one(bot: Bot) -> None:
 
 def test_wait_steps_get_nudges_and_never_escalate(bot: Bot) -> None:
     run_id = open_rebuilt_failback(bot)
-    bot.service.done(run_id, "R1", BOB)
+    bot.service.done(run_id, "R1", BOB, **seen(bot.service, run_id, "R1"))
     bot.post(run_id, "R2")
-    bot.service.done(run_id, "R2", BOB)
+    bot.service.done(run_id, "R2", BOB, **seen(bot.service, run_id, "R2"))
     posted = bot.clock.advance(3)
     bot.post(run_id, "R3")
     assert bot.jobs() == {f"nudge:{run_id}:R3:0": posted + timedelta(minutes=30)}  # R1's reminder is gone
@@ -204,7 +204,7 @@ def test_wait_steps_get_nudges_and_never_escalate(bot: Bot) -> None:
     assert "<@" not in nudges[0].text  # waiting is expected: nobody is paged
     assert not any(m.reply_broadcast for m in nudges)
 
-    bot.service.done(run_id, "R3", CAROL)
+    bot.service.done(run_id, "R3", CAROL, **seen(bot.service, run_id, "R3"))
     bot.post(run_id, "B13")
     assert list(bot.jobs()) == [f"remind:{run_id}:B13:0"]
 
@@ -212,7 +212,7 @@ def test_wait_steps_get_nudges_and_never_escalate(bot: Bot) -> None:
 def test_a_reminder_for_a_step_that_moved_on_does_nothing(bot: Bot) -> None:
     run_id = open_rebuilt_failback(bot)
     # R1 is done, but its job fires before this replica hears of it (or on another replica)
-    bot.service.done(run_id, "R1", BOB)
+    bot.service.done(run_id, "R1", BOB, **seen(bot.service, run_id, "R1"))
     assert bot.reminders.tick(bot.clock.advance(10)) == []
     assert bot.nags(run_id) == []
     assert bot.jobs() == {}  # the stale job removed itself
@@ -233,14 +233,14 @@ def test_destructive_step_reminds_only_approvers_who_still_can_approve(
         for step in ("B7", "B8"):  # host steps: approve, the bot runs them
             b.post(run.id, step)
             if b.service.view(run.id).step(step).state == StepState.AWAITING_APPROVAL:
-                b.service.approve(run.id, step, BOB)
+                b.service.approve(run.id, step, BOB, **seen(b.service, run.id, step))
             assert b.service.claim(run.id, step)
             b.service.finish(run.id, step, ok=True)
         for step in ("B9", "B10"):
             b.post(run.id, step)
-            b.service.done(run.id, step, BOB)
+            b.service.done(run.id, step, BOB, **seen(b.service, run.id, step))
         b.post(run.id, "B11")  # destructive: two approvers, not the initiator (ALICE)
-        b.service.approve(run.id, "B11", BOB)
+        b.service.approve(run.id, "B11", BOB, **seen(b.service, run.id, "B11"))
         assert b.reminders.tick(b.clock.advance(10)) == ["reminder"]
         [reminder] = b.nags(run.id)
         assert "two different approvers (1 of 2)" in reminder.text
@@ -262,13 +262,13 @@ def test_jobs_follow_the_current_step_and_go_when_the_run_completes(bot: Bot) ->
     bot.notify(run.id)
     bot.post(run.id, "F5")
     assert list(bot.jobs()) == [f"remind:{run.id}:F5:0"]
-    bot.service.done(run.id, "F5", BOB)
+    bot.service.done(run.id, "F5", BOB, **seen(bot.service, run.id, "F5"))
     bot.post(run.id, "F6")
     assert list(bot.jobs()) == [f"remind:{run.id}:F6:0"]
-    bot.service.done(run.id, "F6", BOB)
+    bot.service.done(run.id, "F6", BOB, **seen(bot.service, run.id, "F6"))
     bot.post(run.id, "F7")
     assert list(bot.jobs()) == [f"remind:{run.id}:F7:0"]
-    bot.service.approve(run.id, "F7", BOB)
+    bot.service.approve(run.id, "F7", BOB, **seen(bot.service, run.id, "F7"))
     bot.notify(run.id)
     assert bot.jobs() == {}  # approved: the bot runs it, nobody to remind
     assert bot.service.claim(run.id, "F7")
@@ -279,7 +279,7 @@ def test_jobs_follow_the_current_step_and_go_when_the_run_completes(bot: Bot) ->
     bot.reminders.tick(bot.clock.advance(10))
     assert "for an approver: Retry, Mark done or Abort" in bot.nags(run.id)[-1].text
 
-    bot.service.retry(run.id, "F7", BOB)
+    bot.service.retry(run.id, "F7", BOB, **seen(bot.service, run.id, "F7"))
     assert bot.service.claim(run.id, "F7")
     bot.service.finish(run.id, "F7", ok=True)
     assert bot.service.complete_if_done(run.id)
@@ -416,7 +416,7 @@ def test_the_running_bot_reminds_by_itself(store: Store, slack: FakeSlackApi, tm
 
         [first, *_] = wait_until(reminded, timeout=15, what="a reminder in the incident thread")
         assert "*R1*" in first.text and APPROVERS in first.text
-        service.done(run.id, "R1", BOB)
+        service.done(run.id, "R1", BOB, **seen(service, run.id, "R1"))
         runtime.context.worker.notify(run.id, "step R1 done")
         assert [j.id for j in runtime.reminders.scheduler.get_jobs()] == []
     finally:

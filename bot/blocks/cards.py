@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -198,6 +199,8 @@ def _result_line(sv: StepView) -> str:
         return f"⏭ Skipped at {hhmm(row.finished_at)}" + (f": {reason}" if reason else "")
     if state == StepState.MARKED_DONE:
         return f"☑️ Marked done at {hhmm(row.finished_at)} by {people(sv.mark_done_votes)}"
+    if state == StepState.UNKNOWN and row.error:
+        return f"⚠️ Outcome unknown: {escape(row.error)}. Check by hand, then Retry, Mark done (two approvers) or Abort."
     if state == StepState.UNKNOWN:
         return (
             "⚠️ The bot restarted while this was running and its outcome cannot be read back. "
@@ -255,7 +258,7 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
     """One step as a threaded message: what, where, concrete values, preview, status and buttons."""
     step = sv.step
     total = len(view.steps)
-    ref = ButtonRef(view.run.id, step.id, sv.row.attempt)
+    ref = ButtonRef(view.run.id, step.id, sv.row.attempt, fingerprint=sv.row.fingerprint or "")
     where = ", ".join(t.label for t in step.targets) if not step.fanout else f"{len(step.targets)} targets"
     risk = "*DESTRUCTIVE*" if step.risk == "destructive" else step.risk
     blocks: list[dict[str, Any]] = [
@@ -266,6 +269,8 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
         ),
         section(escape(step.instructions)),
     ]
+    if sv.approval_note:
+        blocks.append(context(f":warning: {sv.approval_note}"))
     preview = sv.row.preview or ""
     if preview:
         blocks.append(section("*What will happen:*\n```" + clip(escape(preview), SECTION_LIMIT - 40) + "```"))
@@ -295,8 +300,7 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
                     "type": "actions",
                     "block_id": str(BlockId.TARGET_ACTIONS),
                     "elements": [
-                        button(f"Retry {k}", ActionId.RETRY, ButtonRef(view.run.id, step.id, sv.row.attempt, k))
-                        for k in retry_targets[:25]
+                        button(f"Retry {k}", ActionId.RETRY, replace(ref, extra=k)) for k in retry_targets[:25]
                     ],
                 }
             )
@@ -366,7 +370,7 @@ def _buttons(view: RunView, sv: StepView, ref: ButtonRef) -> list[dict[str, Any]
         button(
             "Abort run",
             ActionId.ABORT,
-            ButtonRef(view.run.id, step.id, sv.row.attempt),
+            ref,
             style="danger",
             confirm=confirm_dialog(
                 "Abort the run?",
@@ -393,7 +397,7 @@ def _done_buttons(sv: StepView, ref: ButtonRef) -> list[dict[str, Any]]:
         button(
             labels.get(c, c.replace("_", " ").capitalize()),
             ActionId.DONE,
-            ButtonRef(ref.run_id, ref.step_id, ref.round, c),
+            replace(ref, extra=c),
             style="primary" if i == 0 else None,
         )
         for i, c in enumerate(choices)

@@ -6,9 +6,8 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.errors import UsageError, UserError
+from bot.errors import UserError
 from bot.listeners.common import BotContext, guarded, reason_from
-from bot.runs import policy
 from bot.slack_ids import ActionId, ButtonRef
 
 
@@ -56,29 +55,27 @@ def _dispatch(
     ctx: BotContext, body: dict[str, Any], action_id: ActionId, ref: ButtonRef, user: str, respond: Respond
 ) -> None:
     svc = ctx.service
-    current = svc.view(ref.run_id).step(ref.step_id) if ref.step_id else None
-    if current is not None and ref.round != current.row.attempt and action_id != ActionId.ABORT:
-        raise UsageError(
-            f"This message of step {ref.step_id} is out of date (it was asked again); use the newest message."
-        )
     if action_id == ActionId.APPROVE:
-        out = svc.approve(ref.run_id, ref.step_id, user)
+        out = svc.approve(ref.run_id, ref.step_id, user, round=ref.round, fingerprint=ref.fingerprint)
         if out.already:
             _say(respond, f"You already approved {ref.step_id}; a person counts once ({out.have} of {out.needed}).")
         elif not out.approved and out.have < out.needed:
             _say(respond, f"Approval recorded ({out.have} of {out.needed}); waiting for another approver.")
     elif action_id == ActionId.DONE:
-        svc.done(ref.run_id, ref.step_id, user, choice=ref.extra or None)
+        svc.done(ref.run_id, ref.step_id, user, choice=ref.extra or None, round=ref.round, fingerprint=ref.fingerprint)
     elif action_id == ActionId.RETRY:
-        svc.retry(ref.run_id, ref.step_id, user, target=ref.extra or None)
+        svc.retry(ref.run_id, ref.step_id, user, target=ref.extra or None, round=ref.round, fingerprint=ref.fingerprint)
     elif action_id == ActionId.MARK_DONE:
-        out = svc.vote_mark_done(ref.run_id, ref.step_id, user, reason_from(body))
+        out = svc.vote_mark_done(
+            ref.run_id, ref.step_id, user, reason_from(body), round=ref.round, fingerprint=ref.fingerprint
+        )
         if not out.approved:
             _say(respond, f"Mark done recorded ({out.have} of {out.needed}); another approver must confirm.")
     elif action_id == ActionId.SKIP:
-        svc.skip(ref.run_id, ref.step_id, user, reason_from(body))
+        out = svc.skip(ref.run_id, ref.step_id, user, reason_from(body), round=ref.round, fingerprint=ref.fingerprint)
+        if not out.approved:
+            _say(respond, f"Skip recorded ({out.have} of {out.needed}); another approver must confirm.")
     elif action_id == ActionId.ABORT:
-        policy.check_approver(ctx.config.slack, user, ctx.groups.members)
         svc.abort(ref.run_id, user, reason_from(body) or "aborted from the incident thread")
     elif action_id == ActionId.REVEAL_OTP:
         _reveal(ctx, ref, user, respond)
@@ -86,7 +83,7 @@ def _dispatch(
 
 def _reveal(ctx: BotContext, ref: ButtonRef, user: str, respond: Respond) -> None:
     """One-time passwords go only to the approver who asks, ephemerally; every reveal is audited."""
-    policy.check_approver(ctx.config.slack, user, ctx.groups.members)
+    ctx.service.check_reveal(ref.run_id, ref.step_id, user)
     otps = ctx.worker.one_time_passwords(ref.run_id, ref.step_id)
     ctx.service.audit_reveal(ref.run_id, ref.step_id, user, sorted(otps))
     lines = [f"• {host}: `{otp}`" for host, otp in otps.items()]

@@ -30,6 +30,12 @@ def check_command(settings: SlackSettings, command: str, user: str) -> None:
         )
 
 
+def check_operator(settings: SlackSettings, user: str) -> None:
+    """Starting, failing back and aborting a run are for operators, however they are asked for (spec v3 §3)."""
+    if user not in settings.operators:
+        raise PermissionDenied("Only operators may abort a run; ask one of " + _people(settings.operators) + ".")
+
+
 def is_approver(settings: SlackSettings, user: str, group_members: GroupMembers | None) -> bool:
     if user in settings.approvers:
         return True
@@ -58,6 +64,18 @@ def check_destructive_approver(settings: SlackSettings, user: str, initiator: st
             "You started this run, so you cannot be one of the approvers of a destructive step; "
             "two other approvers must approve it."
         )
+
+
+def weaker_delete_approval(settings: SlackSettings) -> str:
+    """What a destructive step's card must say when deletes are approved under weaker rules ('' if not)."""
+    notes = []
+    if settings.destructive_approvals < 2:
+        notes.append(f"{settings.destructive_approvals} approver suffices")
+    if settings.initiator_may_approve_destructive:
+        notes.append("the run's initiator may be one of the approvers")
+    if not notes:
+        return ""
+    return "Weaker delete approval is configured (allow_weaker_delete_approval): " + "; ".join(notes) + "."
 
 
 def fingerprint(step_id: str, targets: Iterable[str], params: Mapping[str, Any], preview: str) -> str:

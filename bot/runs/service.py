@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,14 +32,16 @@ from bot.runs.machine import (
 from bot.runs.runbook import Plan, ResolvedStep, RunOptions, parse_options, resolve
 from bot.store import audit
 from bot.store.db import Store, changed_rows, utcnow
-from bot.store.models import ActiveRun, Approval, Run, StepRun
+from bot.store.models import ActiveRun, Approval, AuditEvent, Run, StepRun
 
 log = logging.getLogger(__name__)
 
 PREFIX = {"failover": "FO", "failback": "FB"}
 WHOLE = ""  # target key of a step's own row (fan-out targets have their host name)
 POSTING = "posting:"  # message_ts while one process posts the step's message (followed by the claim time)
-MESSAGE_CLAIM_LEASE_S = 10.0  # a claim to post that old was left by a process that died
+MESSAGE_CLAIM_LEASE_S = 10.0
+REVEALS_PER_PERSON = 6  # one-time password reveals a person may ask for ...
+REVEAL_WINDOW_S = 15 * 60  # ... in this many seconds  # a claim to post that old was left by a process that died
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class StepView:
     approvers: list[str] = field(default_factory=list)
     mark_done_votes: list[str] = field(default_factory=list)
     needed: int = 0
+    skip_votes: list[str] = field(default_factory=list)
+    approval_note: str = ""  # a destructive step under weaker approval rules says so on its card
 
 
 @dataclass
@@ -159,6 +163,7 @@ class RunService:
             rnd = whole.attempt
             ok = [a for a in approvals if a.step_id == step.id and a.kind == "approve" and a.round == rnd]
             md = [a for a in approvals if a.step_id == step.id and a.kind == "mark_done" and a.round == rnd]
+            sk = [a for a in approvals if a.step_id == step.id and a.kind == "skip" and a.round == rnd]
             views.append(
                 StepView(
                     step=step,
@@ -168,6 +173,10 @@ class RunService:
                     approvers=[a.user_id for a in sorted(ok, key=lambda a: a.id)],
                     mark_done_votes=[a.user_id for a in sorted(md, key=lambda a: a.id)],
                     needed=self.needed(step),
+                    skip_votes=[a.user_id for a in sorted(sk, key=lambda a: a.id)],
+                    approval_note=(
+                        policy.weaker_delete_approval(self.config.slack) if step.risk == "destructive" else ""
+                    ),
                 )
             )
         return RunView(run=run, plan=plan, steps=views)
@@ -446,6 +455,19 @@ class RunService:
             )
         return view
 
+    @staticmethod
+    def _check_seen(row: StepRun, round: int, fingerprint: str) -> None:
+        """A vote counts only for the message its voter saw: the same approval round and fingerprint.
+
+        Checked on the locked step row, so a step voided (asked again) between the click and the
+        vote cannot collect a vote cast on its old message.
+        """
+        if round != row.attempt or fingerprint != (row.fingerprint or ""):
+            raise StateConflict(
+                f"This message of step {row.step_id} is out of date (it was asked again, or what it does "
+                "changed); nothing changed. Use the newest message."
+            )
+
     def refuse(self, run_id: str | None, user: str, action: str, reason: str, step_id: str | None = None) -> None:
         """Audit a refused request (every refusal is in the log)."""
         audit.record(
@@ -463,8 +485,17 @@ class RunService:
             return False
         return True
 
-    _VOTE_EVENTS = {"approve": "approval", "mark_done": "mark_done.vote"}
-    _REPEATED_EVENTS = {"approve": "approval.repeated", "mark_done": "mark_done.repeated"}
+    _VOTE_EVENTS = {"approve": "approval", "mark_done": "mark_done.vote", "skip": "skip.vote"}
+    _REPEATED_EVENTS = {"approve": "approval.repeated", "mark_done": "mark_done.repeated", "skip": "skip.repeated"}
+
+    def _check_voter(self, step: ResolvedStep, user: str, initiator: str) -> None:
+        """Who may vote on a step: an approver; on a destructive step, not the initiator unless configured.
+
+        One rule for Approve, Mark done and Skip alike: a delete cannot be recorded by another button.
+        """
+        policy.check_approver(self.config.slack, user, self.group_members)
+        if step.risk == "destructive":
+            policy.check_destructive_approver(self.config.slack, user, initiator)
 
     def _count_vote(
         self, s: Session, row: StepRun, user: str, kind: str, *, detail: dict[str, Any], reason: str | None = None
@@ -505,23 +536,44 @@ class RunService:
         have = s.scalar(sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(*this_round)) or 0
         return counted, have
 
+    def check_reveal(self, run_id: str, step_id: str, user: str) -> None:
+        """May ``user`` be shown the one-time passwords of ``step_id`` now? (spec v3 §3)
+
+        Only an approver, only for the current step of an active run, and at most
+        ``REVEALS_PER_PERSON`` times in ``REVEAL_WINDOW_S`` per person (counted in the audit log,
+        so across replicas and restarts).
+        """
+        policy.check_approver(self.config.slack, user, self.group_members)
+        view = self._check_current(run_id, step_id)
+        if not view.step(step_id).step.spec.otp:
+            raise UsageError(f"Step {step_id} needs no one-time password.")
+        since = self.clock() - timedelta(seconds=REVEAL_WINDOW_S)
+        with self.store.read_session() as s:
+            recent = s.scalar(
+                sa.select(sa.func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.event == "otp.revealed", AuditEvent.actor == user, AuditEvent.at >= since)
+            )
+        if (recent or 0) >= REVEALS_PER_PERSON:
+            raise PermissionDenied(
+                f"You have been shown {recent} one-time passwords in the last {REVEAL_WINDOW_S // 60} minutes; "
+                "that is the limit. Ask another approver, or wait."
+            )
+
     def audit_reveal(self, run_id: str, step_id: str, user: str, hosts: list[str]) -> None:
         """Record that ``user`` was shown the one-time passwords of ``hosts`` (never the values)."""
         audit.record(self.store, run_id, user, "otp.revealed", step_id=step_id, detail={"hosts": hosts})
 
-    def approve(self, run_id: str, step_id: str, user: str, *, seen_fingerprint: str | None = None) -> ApprovalOutcome:
-        """Record ``user``'s approval of the current step; approve it when enough distinct people have."""
+    def approve(self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str) -> ApprovalOutcome:
+        """Record ``user``'s approval of the current step; approve it when enough distinct people have.
+
+        ``round`` and ``fingerprint`` are those of the message the person clicked (see ``_check_seen``).
+        """
         view = self._check_current(run_id, step_id)
         sv = view.step(step_id)
-        policy.check_approver(self.config.slack, user, self.group_members)
-        if sv.step.risk == "destructive":
-            policy.check_destructive_approver(self.config.slack, user, view.run.initiator)
+        self._check_voter(sv.step, user, view.run.initiator)
         if sv.state != StepState.AWAITING_APPROVAL:
             raise StateConflict(f"Step {step_id} is {sv.state.replace('_', ' ')}; it does not need approval now.")
-        if seen_fingerprint and sv.row.fingerprint and seen_fingerprint != sv.row.fingerprint:
-            raise StateConflict(
-                f"Step {step_id} changed since you saw it; look at the updated message and approve again."
-            )
         needed = max(sv.needed, 1)
         approved = False
         with self.store.session() as s:
@@ -532,6 +584,7 @@ class RunService:
             row = self._step_row(s, run_id, step_id, for_update=True)
             if row.state != StepState.AWAITING_APPROVAL:
                 raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; it does not need approval now.")
+            self._check_seen(row, round, fingerprint)
             counted, have = self._count_vote(
                 s, row, user, "approve", detail={"fingerprint": row.fingerprint, "round": row.attempt}
             )
@@ -540,7 +593,9 @@ class RunService:
                 approved = True
         return ApprovalOutcome(step_id, have, needed, approved, already=not counted)
 
-    def done(self, run_id: str, step_id: str, user: str, *, choice: str | None = None) -> StepState:
+    def done(
+        self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str, choice: str | None = None
+    ) -> StepState:
         """A person performed a manual, wait or check step (destructive ones need their approvals first)."""
         view = self._check_current(run_id, step_id)
         sv = view.step(step_id)
@@ -557,6 +612,7 @@ class RunService:
             raise UsageError(f"Step {step_id} needs a choice: {', '.join(choices)}")
         with self.store.session() as s:
             self._check_run_active(s, run_id)
+            self._check_seen(self._step_row(s, run_id, step_id, for_update=True), round, fingerprint)
             new = self.transition(
                 run_id,
                 step_id,
@@ -570,30 +626,31 @@ class RunService:
             self.record_fact(run_id, sv.step.spec.records, choice)
         return new
 
-    def vote_mark_done(self, run_id: str, step_id: str, user: str, reason: str) -> ApprovalOutcome:
-        """A required step done by other means: two approvers with a reason mark it done."""
+    def vote_mark_done(
+        self, run_id: str, step_id: str, user: str, reason: str, *, round: int, fingerprint: str
+    ) -> ApprovalOutcome:
+        """A required step done by other means: two approvers with a reason mark it done.
+
+        On a destructive step it takes what its approval takes (``destructive_approvals`` distinct
+        approvers, not the initiator unless configured), and never fewer than two people.
+        """
         if not reason.strip():
             raise UsageError("Mark done needs a reason (what was done instead, and by whom).")
         view = self._check_current(run_id, step_id)
         sv = view.step(step_id)
-        policy.check_approver(self.config.slack, user, self.group_members)
-        needed = max(2, self.config.slack.destructive_approvals if sv.step.risk == "destructive" else 2)
-        done = False
-        with self.store.session() as s:
-            self._check_run_active(s, run_id)
-            row = self._step_row(s, run_id, step_id, for_update=True)  # one vote at a time per step
-            if row.state in FINISHED_STEP_STATES:
-                raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; nothing to mark done.")
-            counted, have = self._count_vote(s, row, user, "mark_done", reason=reason, detail={"reason": reason})
-            if have >= needed and counted:
-                self.transition(run_id, step_id, StepEvent.MARK_DONE, user, session=s, detail={"reason": reason})
-                done = True
-        return ApprovalOutcome(step_id, have, needed, done, already=not counted)
+        self._check_voter(sv.step, user, view.run.initiator)
+        needed = max(2, sv.needed if sv.step.risk == "destructive" else 2)
+        return self._vote_to_finish(
+            run_id, step_id, user, "mark_done", StepEvent.MARK_DONE, reason, needed, round, fingerprint
+        )
 
-    def skip(self, run_id: str, step_id: str, user: str, reason: str) -> StepState:
+    def skip(
+        self, run_id: str, step_id: str, user: str, reason: str, *, round: int, fingerprint: str
+    ) -> ApprovalOutcome:
+        """Skip an optional step with a reason: one approver, or what its approval takes if it is destructive."""
         view = self._check_current(run_id, step_id)
         sv = view.step(step_id)
-        policy.check_approver(self.config.slack, user, self.group_members)
+        self._check_voter(sv.step, user, view.run.initiator)
         if not sv.step.optional:
             raise PermissionDenied(
                 f"Step {step_id} is required and cannot be skipped. If it was done by other "
@@ -601,16 +658,46 @@ class RunService:
             )
         if not reason.strip():
             raise UsageError("Skip needs a reason.")
-        return self.transition(
-            run_id,
-            step_id,
-            StepEvent.SKIP,
-            user,
-            detail={"reason": reason},
-            values={"result": json.dumps({"by": user, "reason": reason})},
-        )
+        needed = max(sv.needed, 1) if sv.step.risk == "destructive" else 1
+        return self._vote_to_finish(run_id, step_id, user, "skip", StepEvent.SKIP, reason, needed, round, fingerprint)
 
-    def retry(self, run_id: str, step_id: str, user: str, *, target: str | None = None) -> None:
+    def _vote_to_finish(
+        self,
+        run_id: str,
+        step_id: str,
+        user: str,
+        kind: str,
+        event: StepEvent,
+        reason: str,
+        needed: int,
+        round: int,
+        fingerprint: str,
+    ) -> ApprovalOutcome:
+        """One vote to finish a step without running it (Mark done, Skip); the last one needed finishes it."""
+        done = False
+        with self.store.session() as s:
+            self._check_run_active(s, run_id)
+            row = self._step_row(s, run_id, step_id, for_update=True)  # one vote at a time per step
+            if row.state in FINISHED_STEP_STATES:
+                raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; nothing to {event}.")
+            self._check_seen(row, round, fingerprint)
+            counted, have = self._count_vote(s, row, user, kind, reason=reason, detail={"reason": reason})
+            if have >= needed and counted:
+                self.transition(
+                    run_id,
+                    step_id,
+                    event,
+                    user,
+                    session=s,
+                    detail={"reason": reason, "votes": have},
+                    values={"result": json.dumps({"by": user, "reason": reason})} if kind == "skip" else None,
+                )
+                done = True
+        return ApprovalOutcome(step_id, have, needed, done, already=not counted)
+
+    def retry(
+        self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str, target: str | None = None
+    ) -> None:
         """Retry a failed (or unknown) step, or one failed target of a fan-out step."""
         view = self._check_current(run_id, step_id)
         sv = view.step(step_id)
@@ -619,6 +706,7 @@ class RunService:
             raise StateConflict("A destructive step in doubt needs two people: use Mark done, or Abort.")
         with self.store.session() as s:
             self._check_run_active(s, run_id)
+            self._check_seen(self._step_row(s, run_id, step_id, for_update=True), round, fingerprint)
             for key, trow in sv.targets.items():
                 if (target is None or key == target) and trow.state in (StepState.FAILED, StepState.UNKNOWN):
                     self.transition(run_id, step_id, StepEvent.RETRY, user, target=key, session=s)
@@ -633,6 +721,8 @@ class RunService:
             )
 
     def abort(self, run_id: str, user: str, reason: str) -> Run:
+        """Abort the run: for operators only, by button, modal or command alike."""
+        policy.check_operator(self.config.slack, user)
         with self.store.session() as s:
             run = self._check_run_active(s, run_id)
             new = next_run_state(run.state, RunEvent.ABORT)
@@ -784,9 +874,14 @@ class RunService:
         duration_s: float | None = None,
         execution: dict[str, Any] | None = None,
         on: str | None = None,
+        in_doubt: bool = False,
     ) -> None:
-        """Record a step's (or target's) result; ``execution`` adds ``execution.finished`` in the same transaction."""
-        event = StepEvent.SUCCEED if ok else StepEvent.FAIL
+        """Record a step's (or target's) result; ``execution`` adds ``execution.finished`` in the same transaction.
+
+        ``in_doubt``: it failed in a way that may have left a change behind; the step becomes unknown
+        (people check, then Retry or Mark done) rather than failed.
+        """
+        event = StepEvent.SUCCEED if ok else (StepEvent.CRASH if in_doubt else StepEvent.FAIL)
         detail: dict[str, Any] = {"ok": ok}
         if error:
             detail["error"] = error

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -245,6 +246,9 @@ class Worker:
                 text = action.preview(ctx, step, target)
             except ExecutionError as exc:
                 text = f"{target.label}: cannot be previewed now: {exc}"
+            except Exception as exc:  # shown, not raised: the step is still posted and people decide
+                log.exception("%s %s: preview of %s failed", view.run.id, step.id, target.label)
+                text = f"{target.label}: cannot be previewed now: unexpected {type(exc).__name__} (see the bot's log)"
             if text:
                 parts.append(text)
         return "\n".join(parts)
@@ -299,8 +303,20 @@ class Worker:
             log.info("%s %s was claimed by another worker; not run here", run_id, step.id)
             return
         self.notify(run_id, f"step {step.id} running")
-        ctx = self.context(view)
         started = time.monotonic()
+        try:
+            self._run_claimed(view, sv, targets, whole, started)
+        except Exception as exc:  # whatever it was, the step must not stay running: people decide
+            self._settle_unexpected(run_id, step, WHOLE, exc, started, on=host)
+            self.notify(run_id, f"step {step.id} failed")
+            return
+        self.notify(run_id, f"step {step.id} finished")
+
+    def _run_claimed(
+        self, view: RunView, sv: StepView, targets: list[Target], whole: Target | None, started: float
+    ) -> None:
+        run_id, step = view.run.id, sv.step
+        ctx = self.context(view)
         if whole is None:
             futures = {t.key: self._targets.submit(self._run_target, ctx, run_id, sv, t) for t in targets}
             self._await_targets(run_id, step.id, list(futures.values()))
@@ -317,40 +333,73 @@ class Worker:
                 duration_s=time.monotonic() - started,
                 result={"targets": {k: r.state for k, r in fresh.targets.items()}},
             )
-        else:
-            outcome: Outcome | None = None
-            failure: ExecutionError | None = None
-            with self.executor.recording() as noted:
-                try:
-                    outcome = action_for(step.action).run(ctx, step, whole)
-                except ExecutionError as exc:
-                    failure = exc
-            duration = time.monotonic() - started
-            if failure is not None:
-                self.service.finish(
-                    run_id,
-                    step.id,
-                    ok=False,
-                    error=str(failure),
-                    duration_s=duration,
-                    execution=_finished(False, failure, noted, duration),
-                    on=host,
-                )
-                self.notify(run_id, f"step {step.id} failed")
-                return
-            assert outcome is not None
-            self._record(run_id, outcome)
-            result = {"summary": outcome.summary, **outcome.result}
+            return
+        outcome: Outcome | None = None
+        failure: ExecutionError | None = None
+        with self.executor.recording() as noted:
+            try:
+                outcome = action_for(step.action).run(ctx, step, whole)
+            except ExecutionError as exc:
+                failure = exc
+        duration = time.monotonic() - started
+        if failure is not None:
             self.service.finish(
                 run_id,
                 step.id,
-                ok=True,
-                result=result,
+                ok=False,
+                error=str(failure),
                 duration_s=duration,
-                execution=_finished(True, result, noted, duration),
-                on=host,
+                execution=_finished(False, failure, noted, duration),
+                on=whole.host,
             )
-        self.notify(run_id, f"step {step.id} finished")
+            return
+        assert outcome is not None
+        self._record(run_id, outcome)
+        result = {"summary": outcome.summary, **outcome.result}
+        self.service.finish(
+            run_id,
+            step.id,
+            ok=True,
+            result=result,
+            duration_s=duration,
+            execution=_finished(True, result, noted, duration),
+            on=whole.host,
+        )
+
+    def _settle_unexpected(
+        self, run_id: str, step: ResolvedStep, target: str, exc: Exception, started: float, *, on: str | None = None
+    ) -> str:
+        """An error that is not an ExecutionError (a bug, a host answering nonsense, the database failing while
+        the result was recorded): the step (or target) ends failed — unknown when it changes things, since a
+        change may have happened — with a reference id that leads to the traceback in the log."""
+        ref = uuid.uuid4().hex[:8]
+        log.error(
+            "%s %s%s: unexpected error, reference %s",
+            run_id,
+            step.id,
+            f" {target}" if target else "",
+            ref,
+            exc_info=exc,
+        )
+        message = f"unexpected error on the bot's side ({type(exc).__name__}); reference {ref} in the bot's log"
+        duration = time.monotonic() - started
+        try:
+            self.service.finish(
+                run_id,
+                step.id,
+                ok=False,
+                error=message,
+                target=target,
+                duration_s=duration,
+                execution=_finished(False, message, [], duration),
+                on=on,
+                in_doubt=step.risk != "read",
+            )
+        except StateConflict:
+            log.info("%s %s%s was settled meanwhile (reference %s)", run_id, step.id, target, ref)
+        except Exception:  # the database itself is failing: the start-up recovery settles it later
+            log.exception("%s %s: could not record the unexpected error %s", run_id, step.id, ref)
+        return message
 
     def _await_targets(self, run_id: str, step_id: str, futures: list[Future[str | None]]) -> None:
         """Wait for a fan-out step's targets; show their progress at most every PROGRESS_INTERVAL_S.
@@ -376,11 +425,20 @@ class Worker:
         return [t for t in sv.step.targets if t.key in wanted]
 
     def _run_target(self, ctx: StepContext, run_id: str, sv: StepView, target: Target) -> str | None:
+        """One target of a fan-out step; returns its error (None when it succeeded or was not ours)."""
+        started = time.monotonic()
+        try:
+            return self._run_target_claimed(ctx, run_id, sv, target, started)
+        except Exception as exc:  # the target must not stay running: it ends failed or unknown
+            return f"{target.key}: {self._settle_unexpected(run_id, sv.step, target.key, exc, started)}"
+
+    def _run_target_claimed(
+        self, ctx: StepContext, run_id: str, sv: StepView, target: Target, started: float
+    ) -> str | None:
         step = sv.step
         # Approval (a retried target is already approved), claim and intent: one transaction.
         if not self.service.claim_target(run_id, step.id, target.key, intent=self._intent(sv, target), approve=True):
             return None
-        started = time.monotonic()
         with self.executor.recording() as noted:
             try:
                 outcome = action_for(step.action).run(ctx, step, target)
@@ -462,9 +520,14 @@ class Worker:
                 why = ""
                 try:
                     answers = [action.probe(ctx, sv.step, t) for t in chosen]
-                except ExecutionError as exc:
+                except Exception as exc:  # any failure of the probe: people decide, never re-run blindly
                     answers = [None]
-                    why = f"its read-only check failed: {exc}"
+                    if isinstance(exc, ExecutionError):
+                        why = f"its read-only check failed: {exc}"
+                    else:
+                        ref = uuid.uuid4().hex[:8]
+                        log.error("%s %s: probe failed, reference %s", run_id, step_id, ref, exc_info=exc)
+                        why = f"its read-only check failed: unexpected {type(exc).__name__}, reference {ref}"
                     audit.record(
                         self.service.store,
                         run_id,
@@ -472,7 +535,7 @@ class Worker:
                         "probe.failed",
                         step_id=step_id,
                         target=key or None,
-                        detail={"error": str(exc)},
+                        detail={"error": why},
                     )
                 labels = ", ".join(t.label for t in chosen)
                 if answers and all(a is True for a in answers):

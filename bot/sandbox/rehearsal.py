@@ -237,7 +237,13 @@ class Rehearsal:
         if options:
             from bot.slack_ids import ButtonRef
 
-            value = ButtonRef(run_id, cur.step.id, cur.row.attempt, choices.get(cur.step.id, options[0])).encode()
+            value = ButtonRef(
+                run_id,
+                cur.step.id,
+                cur.row.attempt,
+                choices.get(cur.step.id, options[0]),
+                cur.row.fingerprint or "",
+            ).encode()
         self.click(user, run_id, cur.step.id, ActionId.DONE, value)
 
 

@@ -90,14 +90,18 @@ def drive(eng: Engine, run_id: str, *, choices: dict[str, str] | None = None, st
             raise AssertionError(f"{step.id} failed: {cur.row.error}")
         if cur.state == StepState.AWAITING_APPROVAL:
             if step.risk == "destructive":
-                eng.service.approve(run_id, step.id, BOB)
-                eng.service.approve(run_id, step.id, CAROL)
+                eng.service.approve(run_id, step.id, BOB, **seen(eng.service, run_id, step.id))
+                eng.service.approve(run_id, step.id, CAROL, **seen(eng.service, run_id, step.id))
             elif bot_executes(step):
-                eng.service.approve(run_id, step.id, BOB)
+                eng.service.approve(run_id, step.id, BOB, **seen(eng.service, run_id, step.id))
             else:
-                eng.service.done(run_id, step.id, BOB, choice=_choice(step, choices))
+                eng.service.done(
+                    run_id, step.id, BOB, choice=_choice(step, choices), **seen(eng.service, run_id, step.id)
+                )
         elif cur.state == StepState.APPROVED and not bot_executes(step):
-            eng.service.done(run_id, step.id, CAROL, choice=_choice(step, choices))
+            eng.service.done(
+                run_id, step.id, CAROL, choice=_choice(step, choices), **seen(eng.service, run_id, step.id)
+            )
     raise AssertionError("run did not finish")
 
 
@@ -106,3 +110,9 @@ def _choice(step, choices: dict[str, str]) -> str | None:  # type: ignore[no-unt
     if not options:
         return None
     return choices.get(step.id, options[0])
+
+
+def seen(service: RunService, run_id: str, step_id: str) -> dict[str, object]:
+    """What a person clicking the step's current message passes: its approval round and fingerprint."""
+    row = service.view(run_id).step(step_id).row
+    return {"round": row.attempt, "fingerprint": row.fingerprint or ""}

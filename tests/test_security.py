@@ -1,0 +1,366 @@
+"""Issue 10: each finding of the security review, tried against the run service, the store and the worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+import sqlalchemy as sa
+
+from actions.winrm import WinRMExecutor
+from bot.blocks.cards import step_card
+from bot.errors import ExecutionError, PermissionDenied, StateConflict
+from bot.runs.machine import StepState
+from bot.runs.service import REVEALS_PER_PERSON
+from bot.runs.worker import Worker
+from bot.store import audit
+from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
+
+
+def _to_step(eng, run_id: str, step_id: str) -> None:  # type: ignore[no-untyped-def]
+    drive(eng, run_id, stop_at=step_id)
+    eng.worker.advance(run_id)
+    assert eng.service.view(run_id).current.step.id == step_id
+
+
+def _settings_path(eng, host: str) -> Path:  # type: ignore[no-untyped-def]
+    return eng.state_dir / host / "C" / "ProgramData" / "Attix5 Pro" / "AS_Service" / "Settings.xml"
+
+
+# ---------------------------------------------------------------- finding 3: votes bound to the card seen
+
+
+def test_a_vote_on_a_voided_card_never_counts_for_the_new_round(tmp_path: Path) -> None:
+    """Reproduced: a click on a round-0 card became the only approval of round 1 (a preview nobody saw)."""
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        _to_step(eng, run.id, "F2")
+        old_card = seen(eng.service, run.id, "F2")
+        path = _settings_path(eng, "as-b")
+        path.write_bytes(path.read_bytes().replace(b"<ServerName>", b"<!-- hand edit -->\r\n  <ServerName>"))
+        eng.service.approve(run.id, "F2", BOB, **old_card)
+        eng.worker.advance(run.id)  # the preview changed: approvals void, round 1
+        new_card = seen(eng.service, run.id, "F2")
+        assert new_card["round"] == old_card["round"] + 1 and new_card["fingerprint"] != old_card["fingerprint"]
+        for vote in (
+            lambda: eng.service.approve(run.id, "F2", CAROL, **old_card),
+            lambda: eng.service.approve(
+                run.id, "F2", CAROL, round=new_card["round"], fingerprint=old_card["fingerprint"]
+            ),
+            lambda: eng.service.approve(
+                run.id, "F2", CAROL, round=old_card["round"], fingerprint=new_card["fingerprint"]
+            ),
+            lambda: eng.service.vote_mark_done(run.id, "F2", CAROL, "done by hand", **old_card),
+        ):
+            with pytest.raises(StateConflict, match="out of date"):
+                vote()
+        sv = eng.service.view(run.id).step("F2")
+        assert sv.state == StepState.AWAITING_APPROVAL and sv.approvers == [] and sv.mark_done_votes == []
+        assert eng.service.approve(run.id, "F2", CAROL, **new_card).approved
+
+
+def test_done_skip_and_retry_compare_the_card_too(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        card = seen(eng.service, run.id, "F1")
+        stale = {"round": card["round"], "fingerprint": "0" * 64}
+        with pytest.raises(StateConflict, match="out of date"):
+            eng.service.approve(run.id, "F1", BOB, **stale)
+        eng.faults("as-b", refuse=True)  # F1 fails: Retry is offered
+        eng.service.approve(run.id, "F1", BOB, **card)
+        eng.worker.advance(run.id)
+        assert eng.service.view(run.id).step("F1").state == StepState.FAILED
+        with pytest.raises(StateConflict, match="out of date"):
+            eng.service.retry(run.id, "F1", BOB, **stale)
+        assert eng.service.view(run.id).step("F1").state == StepState.FAILED
+        eng.faults("as-b")
+        eng.service.retry(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
+        assert eng.service.view(run.id).step("F1").state != StepState.FAILED
+
+
+# ---------------------------------------------------------------- finding 11: abort and reveal permissions
+
+
+def test_abort_needs_an_operator_however_it_is_asked_for(tmp_path: Path) -> None:
+    with engine(tmp_path, slack={"operators": [ALICE], "approvers": [ALICE, BOB, CAROL]}) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        with pytest.raises(PermissionDenied, match="Only operators"):
+            eng.service.abort(run.id, BOB, "an approver who is not an operator")  # the button's old rule
+        assert eng.service.get_run(run.id).state == "active"
+        assert eng.service.abort(run.id, ALICE, "operator").state == "aborted"
+
+
+def test_reveal_only_current_step_of_an_active_run_by_an_approver_rate_limited(tmp_path: Path) -> None:
+    with engine(tmp_path, slack={"approvers": [BOB, CAROL]}) as eng:
+        run = eng.service.open_run("failback", "site-a", ["rebuilt"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        assert eng.service.view(run.id).current.step.id == "R1"
+        with pytest.raises(PermissionDenied):
+            eng.service.check_reveal(run.id, "R1", ALICE)  # an operator, not an approver
+        with pytest.raises(StateConflict, match="no longer current"):
+            eng.service.check_reveal(run.id, "R2", BOB)  # an OTP step, but not the current one
+        for _ in range(REVEALS_PER_PERSON):
+            eng.service.check_reveal(run.id, "R1", BOB)
+            eng.service.audit_reveal(run.id, "R1", BOB, ["as-a"])
+        with pytest.raises(PermissionDenied, match="limit"):
+            eng.service.check_reveal(run.id, "R1", BOB)
+        eng.service.check_reveal(run.id, "R1", CAROL)  # per person
+        eng.service.abort(run.id, ALICE, "done rehearsing")
+        with pytest.raises(StateConflict, match="aborted"):
+            eng.service.check_reveal(run.id, "R1", CAROL)
+
+
+# ---------------------------------------------------------------- finding 4: deletes recorded by other buttons
+
+
+def _failback_at_b11(eng) -> str:  # type: ignore[no-untyped-def]
+    for h in ("ss-a1", "ss-a2"):
+        eng.faults(h, refuse=True)
+    fo = eng.service.open_run("failover", "site-a", ["scope=storage"], ALICE, "C0INCIDENT")
+    drive(eng, fo.id)
+    for h in ("ss-a1", "ss-a2"):
+        eng.faults(h)
+    fb = eng.service.open_run("failback", "site-a", [], ALICE, "C0INCIDENT")
+    _to_step(eng, fb.id, "B11")
+    return str(fb.id)
+
+
+def test_mark_done_of_a_delete_obeys_the_approval_rules(tmp_path: Path) -> None:
+    """Reproduced: Mark done by the initiator plus one approver set B11 marked_done."""
+    with engine(tmp_path, slack={"approvers": [ALICE, BOB, CAROL, "U0DAVE"]}) as eng:
+        run_id = _failback_at_b11(eng)
+        with pytest.raises(PermissionDenied, match="You started this run"):
+            eng.service.vote_mark_done(run_id, "B11", ALICE, "deleted by hand", **seen(eng.service, run_id, "B11"))
+        out = eng.service.vote_mark_done(run_id, "B11", BOB, "deleted by hand", **seen(eng.service, run_id, "B11"))
+        assert not out.approved and out.needed == 2
+        assert eng.service.view(run_id).step("B11").state == StepState.AWAITING_APPROVAL
+        again = eng.service.vote_mark_done(run_id, "B11", BOB, "deleted", **seen(eng.service, run_id, "B11"))
+        assert again.already and not again.approved
+        assert eng.service.vote_mark_done(run_id, "B11", CAROL, "yes", **seen(eng.service, run_id, "B11")).approved
+        assert eng.service.view(run_id).step("B11").state == StepState.MARKED_DONE
+
+
+def test_three_approvals_configured_means_three_for_mark_done(tmp_path: Path) -> None:
+    with engine(tmp_path, slack={"approvers": [ALICE, BOB, CAROL, "U0DAVE"], "destructive_approvals": 3}) as eng:
+        run_id = _failback_at_b11(eng)
+        for user in (BOB, CAROL):
+            assert not eng.service.vote_mark_done(run_id, "B11", user, "x", **seen(eng.service, run_id, "B11")).approved
+        assert eng.service.vote_mark_done(run_id, "B11", "U0DAVE", "x", **seen(eng.service, run_id, "B11")).approved
+
+
+@pytest.mark.parametrize(
+    "weaker", [{"destructive_approvals": 1}, {"initiator_may_approve_destructive": True}], ids=["one", "initiator"]
+)
+def test_weaker_delete_approval_is_refused_at_load_unless_allowed_and_then_shown(tmp_path: Path, weaker: dict) -> None:  # type: ignore[type-arg]
+    from bot.config import load_config
+    from bot.errors import ConfigError
+    from tests.support.platform import write_config
+
+    path = write_config(tmp_path / "refused", slack=weaker)
+    with pytest.raises(ConfigError, match="allow_weaker_delete_approval"):
+        load_config(path)
+    with engine(tmp_path, slack={**weaker, "allow_weaker_delete_approval": True}) as eng:
+        run_id = _failback_at_b11(eng)
+        view = eng.service.view(run_id)
+        text = json.dumps(step_card(view, view.step("B11")))
+        assert "Weaker delete approval is configured" in text
+        other = json.dumps(step_card(view, view.step("B10")))
+        assert "Weaker delete approval" not in other
+
+
+# ---------------------------------------------------------------- finding 2: no step wedged in RUNNING
+
+
+class _Faulty:
+    """The real executor, except that operations named in ``faults`` raise what they map to (no ExecutionError)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.faults: dict[tuple[str, str], Exception] = {}
+
+    def run(self, host: Any, op: str, data: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
+        exc = self.faults.get((host.name, op))
+        if exc is not None:
+            raise exc
+        return dict(self.inner.run(host, op, data, timeout_s=timeout_s))
+
+    def close(self) -> None:
+        pass
+
+
+def _faulty_worker(eng) -> tuple[Worker, _Faulty]:  # type: ignore[no-untyped-def]
+    faulty = _Faulty(eng.worker.executor.inner)
+    return Worker(eng.service, faulty), faulty
+
+
+def _reference(text: str) -> str:
+    found = re.search(r"reference ([0-9a-f]{8})", text)
+    assert found, text
+    return found.group(1)
+
+
+def test_an_unexpected_error_in_an_action_ends_the_step_unknown_with_a_reference(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        worker, faulty = _faulty_worker(eng)
+        try:
+            run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+            worker.advance(run.id)
+            eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
+            faulty.faults[("as-b", "service.stop")] = ElementTree.ParseError("not well-formed (invalid token)")
+            worker.advance(run.id)
+            f1 = eng.service.view(run.id).step("F1")
+            assert f1.state == StepState.UNKNOWN  # F1 changes things: a change may have happened
+            ref = _reference(f1.row.error or "")
+            assert ref in caplog.text  # the traceback in the log carries the same reference
+            view = eng.service.view(run.id)
+            assert ref in json.dumps(step_card(view, view.step("F1")))  # and the thread shows it
+            faulty.faults.clear()
+            eng.service.retry(run.id, "F1", CAROL, **seen(eng.service, run.id, "F1"))
+            worker.advance(run.id)
+            assert eng.service.view(run.id).step("F1").state == StepState.SUCCEEDED
+        finally:
+            worker.close()
+
+
+def test_an_unexpected_error_in_a_read_step_fails_it_and_mark_done_works(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        worker, faulty = _faulty_worker(eng)
+        try:
+            faulty.faults[("as-b", "host.info")] = KeyError("IsSlave")
+            run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+            worker.advance(run.id)  # F0, the preflight, runs by itself
+            f0 = eng.service.view(run.id).step("F0")
+            assert f0.state == StepState.FAILED  # a read: nothing changed, so failed (not unknown)
+            _reference(f0.row.error or "")
+            for user in (BOB, CAROL):
+                eng.service.vote_mark_done(run.id, "F0", user, "checked by hand", **seen(eng.service, run.id, "F0"))
+            assert eng.service.view(run.id).step("F0").state == StepState.MARKED_DONE
+        finally:
+            worker.close()
+
+
+def test_an_unexpected_error_in_one_fan_out_target_settles_that_target(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h, refuse=True)
+        fo = eng.service.open_run("failover", "site-a", ["scope=storage"], ALICE, "C0INCIDENT")
+        drive(eng, fo.id)
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h)
+        worker, faulty = _faulty_worker(eng)
+        try:
+            fb = eng.service.open_run("failback", "site-a", [], ALICE, "C0INCIDENT")
+            drive(eng, fb.id, stop_at="B8")
+            worker.advance(fb.id)
+            eng.service.approve(fb.id, "B8", BOB, **seen(eng.service, fb.id, "B8"))
+            faulty.faults[("ss-a2", "service.restart")] = RuntimeError("a bug")
+            worker.advance(fb.id)
+            b8 = eng.service.view(fb.id).step("B8")
+            assert b8.state == StepState.FAILED
+            assert b8.targets["ss-a1"].state == StepState.SUCCEEDED
+            assert b8.targets["ss-a2"].state == StepState.UNKNOWN
+            _reference(b8.targets["ss-a2"].error or "")
+            _reference(b8.row.error or "")
+            faulty.faults.clear()
+            eng.service.retry(fb.id, "B8", CAROL, target="ss-a2", **seen(eng.service, fb.id, "B8"))
+            worker.advance(fb.id)
+            assert eng.service.view(fb.id).step("B8").state == StepState.SUCCEEDED
+        finally:
+            worker.close()
+
+
+def test_an_error_while_recording_the_result_ends_the_step_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
+        real_finish = eng.service.finish
+
+        def finish(*args: Any, **kwargs: Any) -> None:
+            if kwargs.get("ok"):
+                raise sa.exc.OperationalError("UPDATE step_runs", {}, Exception("disk I/O error"))
+            real_finish(*args, **kwargs)
+
+        monkeypatch.setattr(eng.service, "finish", finish)
+        eng.worker.advance(run.id)
+        f1 = eng.service.view(run.id).step("F1")
+        assert f1.state == StepState.UNKNOWN and "OperationalError" in (f1.row.error or "")
+        _reference(f1.row.error or "")
+        monkeypatch.setattr(eng.service, "finish", real_finish)
+        for user in (BOB, CAROL):
+            eng.service.vote_mark_done(run.id, "F1", user, "service seen stopped", **seen(eng.service, run.id, "F1"))
+        assert eng.service.view(run.id).step("F1").state == StepState.MARKED_DONE
+
+
+def test_an_unexpected_error_in_a_probe_after_a_restart_asks_people(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
+        assert eng.service.claim(run.id, "F1")  # the bot died here, after the write-ahead claim
+        worker, faulty = _faulty_worker(eng)
+        try:
+            faulty.faults[("as-b", "service.query")] = AttributeError("'NoneType' object has no attribute 'text'")
+            messages = worker.recover()
+            assert len(messages) == 1 and "people decide" in messages[0]
+            assert eng.service.view(run.id).step("F1").state == StepState.UNKNOWN
+            with eng.store.read_session() as s:
+                failed = [e for e in audit.events_of(s, run.id) if e.event == "probe.failed"]
+            assert len(failed) == 1 and "reference" in failed[0].detail
+            faulty.faults.clear()
+            eng.service.retry(run.id, "F1", CAROL, **seen(eng.service, run.id, "F1"))
+            worker.advance(run.id)
+            assert eng.service.view(run.id).step("F1").state == StepState.SUCCEEDED
+        finally:
+            worker.close()
+
+
+def test_a_winrm_url_answering_html_is_an_execution_error(tmp_path: Path) -> None:
+    """A wrong port (a web server answering 200 text/html) is the host's error, said plainly."""
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        body = b""
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(self.body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with engine(tmp_path) as eng:
+            host = eng.config.host("as-b")
+            url = f"http://127.0.0.1:{server.server_address[1]}/wsman"
+            host = dataclasses.replace(host, winrm=dataclasses.replace(host.winrm, url=url))
+            for body in (b"<html><body>Redstor Storage Platform<br></body></html>", b"<html><p>ok</p></html>"):
+                Html.body = body
+                with WinRMExecutor() as executor, pytest.raises(ExecutionError, match="not with WS-Management"):
+                    executor.run(host, "service.query", {"service": "x"})
+    finally:
+        server.shutdown()
