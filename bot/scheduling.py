@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk.errors import SlackApiError
@@ -36,10 +36,8 @@ from bot.store.models import AuditEvent
 
 log = logging.getLogger(__name__)
 
-JOB_TABLE = "apscheduler_jobs"
 # PostgreSQL advisory lock keys: (namespace, hash of the schema holding the job store). One leader per job store.
 LEASE_NAMESPACE = 7_411_003
-_TABLE_LOCK = 7_411_004  # serialises creating the job table when several replicas start at once
 
 
 class Nag(StrEnum):
@@ -282,9 +280,11 @@ def lease_for(store: Store) -> Lease:
 class Reminders:
     """Reminds, escalates and nudges about steps that wait on people. Every replica schedules; one sends.
 
-    Jobs live in the bot's own database (``apscheduler_jobs``), so they survive restarts. Every
-    replica's scheduler starts paused and may add or remove jobs; only the replica holding the
-    lease resumes it and runs them. ``clock`` gives "now" for texts and ``tick``; with
+    Jobs live in memory only: nothing pickled is ever read back from the database (a row written
+    there must never become code run by the bot). The replica holding the lease runs them and
+    rebuilds them from run state when it takes the lead and at every lease check; each job's next
+    time comes from the step's waiting time and the audit log's last reminder, so a new leader
+    neither repeats a reminder nor forgets one. ``clock`` gives "now" for texts and ``tick``; with
     ``autorun=False`` nothing fires by itself and tests drive time with ``tick(now)``.
     """
 
@@ -304,7 +304,7 @@ class Reminders:
         self.clock = clock
         self.lease_interval_s = lease_interval_s
         self.autorun = autorun
-        self.jobstore = SQLAlchemyJobStore(engine=self.store.engine, tablename=JOB_TABLE)
+        self.jobstore = MemoryJobStore()
         self.scheduler = BackgroundScheduler(
             jobstores={"default": self.jobstore},
             executors={"default": ThreadPoolExecutor(2, pool_kwargs={"initializer": _bind, "initargs": (self,)})},
@@ -326,7 +326,6 @@ class Reminders:
 
     def start(self) -> Reminders:
         """Open the job store, try to lead, and keep trying (or keep the lease) on a small thread."""
-        self._ensure_table()
         self.scheduler.start(paused=True)
         self._try_lead()
         self._thread = threading.Thread(target=self._keep_lease, name="reminders-lease", daemon=True)
@@ -342,12 +341,6 @@ class Reminders:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.lease.release()
-
-    def _ensure_table(self) -> None:
-        with self.store.engine.begin() as conn:
-            if self.store.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _TABLE_LOCK})
-            self.jobstore.jobs_t.create(conn, checkfirst=True)
 
     def _try_lead(self) -> None:
         if not self.lease.acquire():
@@ -414,7 +407,7 @@ class Reminders:
         if wanted is None or self.scheduler.get_job(wanted[0]) is not None:
             return  # nothing to wait for, or already scheduled: keep its next run time
         jid, kind, sv, every = wanted
-        first = waiting_since(sv) + every
+        first = self._next_due(run_id, sv, every)
         self.scheduler.add_job(
             JOBS[kind],
             IntervalTrigger(seconds=every.total_seconds(), start_date=first, timezone=UTC),
@@ -434,6 +427,31 @@ class Reminders:
         else:
             kind, every = "remind", timedelta(minutes=self.settings.remind_after_minutes)
         return job_id(kind, view.run.id, sv.step.id, sv.row.attempt), kind, sv, every
+
+    def _next_due(self, run_id: str, sv: StepView, every: timedelta) -> datetime:
+        """The job's next time: on the step's grid (waiting since + n x every), after its last reminder or nudge.
+
+        The audit log says how long the step had waited when each was sent, so a new leader (or a
+        restarted bot) neither repeats one nor skips one.
+        """
+        with self.store.read_session() as s:
+            details = s.scalars(
+                sa.select(AuditEvent.detail).where(
+                    AuditEvent.run_id == run_id,
+                    AuditEvent.step_id == sv.step.id,
+                    AuditEvent.event.in_([str(n) for n in Nag]),
+                )
+            ).all()
+        waited = [
+            float(d.get("waited_s", 0))
+            for d in (json.loads(raw or "{}") for raw in details)
+            if d.get("attempt") == sv.row.attempt
+        ]
+        first = waiting_since(sv) + every
+        if not waited:
+            return first
+        last = waiting_since(sv) + timedelta(seconds=max(waited))
+        return first + every * (max(0, (last - first) // every) + 1)
 
     def _remove(self, jid: str) -> None:
         try:

@@ -344,9 +344,9 @@ def test_one_leader_among_replicas_and_another_takes_over(store: Store, slack: F
         time.sleep(0.3)  # b keeps trying, and keeps failing while a lives
         assert a.reminders.is_leader and not b.reminders.is_leader
 
-        # a step posted through the replica that does not lead is scheduled for the leader
+        # a step posted through the replica that does not lead is scheduled by the leader, from run state
         run_id = open_rebuilt_failback(b)
-        assert f"remind:{run_id}:R1:0" in a.jobs()
+        wait_until(lambda: f"remind:{run_id}:R1:0" in a.jobs(), timeout=5, what="the leader's sweep")
         assert b.reminders.tick(clock.advance(10)) == []  # b does not send
         assert a.reminders.tick() == ["reminder"]
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import os
+import pickle
 import re
 import threading
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
 
 from actions.winrm import WinRMExecutor
 from bot.blocks.cards import step_card
@@ -20,8 +26,11 @@ from bot.errors import ExecutionError, PermissionDenied, StateConflict
 from bot.runs.machine import StepState
 from bot.runs.service import REVEALS_PER_PERSON
 from bot.runs.worker import Worker
+from bot.sandbox.slack_api import FakeSlackApi
 from bot.store import audit
+from bot.store.db import MIGRATIONS, Store
 from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
+from tests.test_scheduling import Clock, make_bot, make_config, open_rebuilt_failback
 
 
 def _to_step(eng, run_id: str, step_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -364,3 +373,88 @@ def test_a_winrm_url_answering_html_is_an_execution_error(tmp_path: Path) -> Non
                     executor.run(host, "service.query", {"service": "x"})
     finally:
         server.shutdown()
+
+
+# ---------------------------------------------------------------- finding 6: no pickled state
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlackApi]:
+    with FakeSlackApi() as fake:
+        yield fake
+
+
+class _Payload:
+    """What an attacker with write access to the database stores as a job: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant_job(engine: sa.Engine, marker: Path) -> None:
+    jobs = sa.Table(
+        "apscheduler_jobs",
+        sa.MetaData(),
+        sa.Column("id", sa.Unicode(191), primary_key=True),
+        sa.Column("next_run_time", sa.Float(25), index=True),
+        sa.Column("job_state", sa.LargeBinary, nullable=False),
+    )
+    with engine.begin() as conn:
+        jobs.create(conn, checkfirst=True)
+        conn.execute(
+            jobs.insert().values(id="remind:FO-1:F1:0", next_run_time=0.0, job_state=pickle.dumps(_Payload(marker)))
+        )
+
+
+def test_a_crafted_pickled_job_row_is_never_loaded(tmp_path: Path, fake_slack: FakeSlackApi) -> None:
+    """Reproduced: APScheduler's SQLAlchemyJobStore unpickled a planted row and ran its shell command."""
+    marker = tmp_path / "pwned"
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    old = Store(url, migrate=False)  # a database from before this change, with the job table in use
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        alembic_command.upgrade(cfg, "0001")
+    _plant_job(old.engine, marker)
+    old.dispose()
+    store = Store(url)  # the migration drops the table of pickles
+    try:
+        assert "apscheduler_jobs" not in sa.inspect(store.engine).get_table_names()
+        _plant_job(store.engine, marker)  # planted again afterwards: still never read
+        bot = make_bot(store, fake_slack, make_config(tmp_path), Clock())
+        bot.reminders.start()
+        try:
+            assert bot.reminders.is_leader
+            bot.reminders.sweep()
+            assert bot.reminders.tick(bot.clock.advance(60)) == []
+            assert bot.jobs() == {}
+        finally:
+            bot.reminders.close()
+        assert not marker.exists()
+    finally:
+        store.dispose()
+
+
+def test_reminders_are_rebuilt_from_run_state_by_a_new_leader(tmp_path: Path, fake_slack: FakeSlackApi) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    try:
+        config, clock = make_config(tmp_path), Clock()
+        first = make_bot(store, fake_slack, config, clock)
+        first.reminders.start()
+        posted = clock.now
+        run_id = open_rebuilt_failback(first)
+        assert first.reminders.tick(clock.advance(25)) == ["reminder"]  # due at 10; 20 coalesced into it
+        first.reminders.close()
+        second = make_bot(store, fake_slack, config, clock)
+        second.reminders.start()  # nothing of the first process's jobs survives but the run state
+        try:
+            assert second.jobs() == {f"remind:{run_id}:R1:0": posted + timedelta(minutes=30)}
+            assert second.reminders.tick(clock.advance(1)) == []  # no repeat of the reminder just sent
+        finally:
+            second.reminders.close()
+    finally:
+        store.dispose()

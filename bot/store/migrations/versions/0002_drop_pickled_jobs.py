@@ -1,0 +1,24 @@
+"""drop APScheduler's pickled job table: reminders are rebuilt from run state, never unpickled
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # The table was created by APScheduler's SQLAlchemyJobStore, outside these migrations; its rows are
+    # pickles, and loading one runs whatever it names. Nothing reads it any more: drop it.
+    op.execute("DROP TABLE IF EXISTS apscheduler_jobs")
+
+
+def downgrade() -> None:
+    pass  # nothing to restore: the jobs are rebuilt from run state
