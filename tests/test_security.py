@@ -418,7 +418,7 @@ def test_a_crafted_pickled_job_row_is_never_loaded(tmp_path: Path, fake_slack: F
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with old.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        alembic_command.upgrade(cfg, "0001")
+        alembic_command.upgrade(cfg, "0002")
     _plant_job(old.engine, marker)
     old.dispose()
     store = Store(url)  # the migration drops the table of pickles
