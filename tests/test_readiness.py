@@ -127,7 +127,11 @@ def test_each_change_is_announced_once_and_its_recovery_once(watched: Watched) -
     w.clock.advance(minutes=1)
     [msg] = w.round()
     assert "1 new problem" in msg.text and "*as-b* service" in msg.text and f"{SERVICE}: Stopped" in msg.text
-    assert "since" in msg.text and "a failover to site-b (`/failover start site-a`) would fail at F0" in msg.text
+    assert (
+        f"since {w.clock.now:%H:%M:%S} UTC — a failover to site-b (`/failover start site-a`) would fail at F0"
+        in msg.text
+    )
+    assert "UTC UTC" not in msg.text
     w.clock.advance(minutes=1)
     assert w.round() == []  # unchanged: not announced again within repeat_hours
     w.clock.advance(hours=4)

@@ -63,7 +63,7 @@ def home_view(
         blocks.append(section("No run is active."))
     else:
         title = f"<{active.link}|{escape(active.title)}>" if active.link else f"*{escape(active.title)}*"
-        since = f" since {hhmm(active.since)} UTC" if active.since else ""
+        since = f" since {hhmm(active.since)}" if active.since else ""
         lines = [title, f"Current step: {escape(active.step)}", f"Waiting on {escape(active.waiting_on)}{since}"]
         if active.left:
             lines.append(f"Left: {escape(active.left)}")
@@ -72,7 +72,7 @@ def home_view(
     for site in sites:
         lines = [f"*{escape(site.name)}*"]
         for h in site.hosts:
-            when = f"checked {hhmm(h.checked_at)} UTC" if h.checked_at else "not checked yet"
+            when = f"checked {hhmm(h.checked_at)}" if h.checked_at else "not checked yet"
             lines.append(f"• *{escape(h.name)}* — {escape(h.role)}; {when}: {escape(h.result)}")
         blocks.append(section(clip("\n".join(lines))))
         if site.problems:

@@ -352,7 +352,7 @@ class ReadinessWatch:
 
 def _line(f: Finding, since: datetime) -> str:
     host = "" if f.host == "platform" else f"*{escape(f.host)}* "
-    text = f"• {host}{escape(f.check)}: {escape(f.detail)} since {hhmm(since)} UTC"
+    text = f"• {host}{escape(f.check)}: {escape(f.detail)} since {hhmm(since)}"
     return text + (f" — {escape(f.todo)}" if f.todo else "")
 
 
@@ -375,7 +375,7 @@ def round_text(
         lines.append(f"✅ *Readiness: recovered* ({len(recovered)})")
         for f, p in recovered[:MAX_LINES]:
             host = "" if f.host == "platform" else f"*{escape(f.host)}* "
-            lines.append(f"• {host}{escape(f.check)}: {escape(f.detail)} (a problem since {hhmm(p.since)} UTC)")
+            lines.append(f"• {host}{escape(f.check)}: {escape(f.detail)} (a problem since {hhmm(p.since)})")
     hidden = max(0, len(new) - MAX_LINES) + max(0, len(again) - MAX_LINES) + max(0, len(recovered) - MAX_LINES)
     if hidden:
         lines.append(f"…and {hidden} more: `/failover readiness` lists them all")
@@ -384,7 +384,7 @@ def round_text(
 
 def split_brain_text(f: Finding, since: datetime) -> str:
     return (
-        f"<!here> 🚨 *Split brain*: {escape(f.detail)} (seen {hhmm(since)} UTC). "
+        f"<!here> 🚨 *Split brain*: {escape(f.detail)} (seen {hhmm(since)}). "
         f"Two Masters accept backups and diverge. *What to do:* {escape(f.todo)}."
     )
 
