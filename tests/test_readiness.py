@@ -456,3 +456,16 @@ def test_two_replicas_run_one_readiness_loop_and_the_survivor_takes_over(tmp_pat
             assert h.slack.channel_messages(CHANNEL) == []  # a healthy platform: nothing announced
     finally:
         schema.__exit__(None, None, None)
+
+
+def test_old_rounds_are_forgotten(watched: Watched) -> None:
+    w = watched
+    first = w.watch.run_round()
+    assert first is not None
+    w.clock.advance(days=15)
+    second = w.watch.run_round()
+    assert second is not None
+    with w.store.read_session() as s:
+        rounds = s.scalars(sa.text("SELECT id FROM readiness_rounds")).all()
+        kept = set(s.scalars(sa.select(ReadinessResult.round_id)).all())
+    assert list(rounds) == [second.id] and kept == {second.id}

@@ -28,6 +28,7 @@ from bot.store.models import ReadinessProblem, ReadinessResult, ReadinessRound, 
 
 log = logging.getLogger(__name__)
 
+KEEP = timedelta(days=14)  # rounds (and their results) older than this are deleted after each round
 MAX_LINES = 25  # problems listed in one message; the rest are counted (`/failover readiness` shows all)
 
 
@@ -180,11 +181,19 @@ class ReadinessWatch:
                 .where(ReadinessRound.id == round_id)
                 .values(finished_at=now, problems=sum(1 for f in findings if f.failed))
             )
+        self._prune(now - KEEP)
         report = RoundReport(round_id, started, now, runner_name(), findings)
         if self.presenter is not None and self.config.readiness_channel:
             report.announced = self._announce(findings, now, active)
         report.problems = self.open_problems()
         return report
+
+    def _prune(self, before: datetime) -> None:
+        """Forget rounds older than ``before``: results are for "what is it like now", the audit log is elsewhere."""
+        with self.store.session() as s:
+            old = sa.select(ReadinessRound.id).where(ReadinessRound.started_at < before).scalar_subquery()
+            s.execute(sa.delete(ReadinessResult).where(ReadinessResult.round_id.in_(old)))
+            s.execute(sa.delete(ReadinessRound).where(ReadinessRound.started_at < before))
 
     def probe(self) -> list[CheckResult]:
         """Every host of every site and each site's StoragePlatform database, read-only, in parallel."""
