@@ -108,10 +108,13 @@ def test_two_replicas_perform_each_operation_once(two_replicas: Served) -> None:
     h.route = "second"
     h.click(BOB, fo, "F3", ActionId.APPROVE)
     h.wait_event(fo, "execution.started", "F3")
+    # F3's start request is still on its way (1.5 s latency): hold the service in StartPending until replica 1
+    # is back, however long its start takes on a busy machine (the operation waits up to 60 s).
+    h.faults("as-b", latency_ms=1500, stuck={"Attix5ProAccountServer": "StartPending"})
     first.start()  # recovery has run when /healthz answers
     assert h.service.view(fo).step("F3").state == StepState.RUNNING, "F3 finished before replica 1 recovered"
-    h.wait_until("F3 done", lambda: h.service.view(fo).step("F3").state == StepState.SUCCEEDED, timeout=60)
     h.faults("as-b")
+    h.wait_until("F3 done", lambda: h.service.view(fo).step("F3").state == StepState.SUCCEEDED, timeout=60)
     assert not h.has_event(fo, "step.crash")
 
     # Both replicas die right after F4 is approved (before it runs) and start again at the same
