@@ -469,3 +469,20 @@ def test_old_rounds_are_forgotten(watched: Watched) -> None:
         rounds = s.scalars(sa.text("SELECT id FROM readiness_rounds")).all()
         kept = set(s.scalars(sa.select(ReadinessResult.round_id)).all())
     assert list(rounds) == [second.id] and kept == {second.id}
+
+
+def test_a_host_answering_as_another_server_is_drift(watched: Watched) -> None:
+    w = watched
+    assert w.round() == []  # the first round notes every host's ServerGuid
+    path = w.state / "ms-b1" / "C" / "ProgramData" / "Attix5 Pro" / "SS_Service" / "Settings.xml"
+    original = path.read_bytes()
+    guid = settings_xml.read_server_guid(original)
+    other = "0badc0de-0000-4000-8000-00000000beef"
+    path.write_bytes(original.replace(guid.encode(), other.encode()))  # something else answers at ms-b1's address
+    [drift] = w.round()
+    assert "*ms-b1* identity: answers with ServerGuid ********-****-****-****-00000000beef" in drift.text
+    assert settings_xml.mask_guid(guid) in drift.text and guid not in drift.text
+    assert w.round() == []
+    path.write_bytes(original)
+    [back] = w.round()
+    assert "recovered" in back.text and "*ms-b1* identity" in back.text

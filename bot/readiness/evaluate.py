@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from actions.preflight import CheckResult
@@ -11,6 +12,8 @@ from bot.config import Config, Host
 PASS, FAIL, EXPECTED = "pass", "fail", "expected"
 SPLIT_BRAIN = "split-brain"
 ROLE = "role"
+IDENTITY = "identity"  # the ServerGuid a host answers with, against what it answered since the last completed run
+_GUID = re.compile(r"ServerGuid (\S+?)(?:;|$)")
 PLATFORM = "platform"  # the "host" of platform-wide checks
 
 
@@ -60,11 +63,25 @@ def _todo(config: Config, r: CheckResult, host: Host | None) -> str:
     return consequence
 
 
-def judge(config: Config, results: Iterable[CheckResult], roles: Roles, changing: Sequence[str] = ()) -> list[Finding]:
+def server_guid(detail: str) -> str | None:
+    """The (masked) ServerGuid in a Settings.xml check's detail."""
+    found = _GUID.search(detail)
+    return found.group(1) if found else None
+
+
+def judge(
+    config: Config,
+    results: Iterable[CheckResult],
+    roles: Roles,
+    changing: Sequence[str] = (),
+    identities: Mapping[str, str] | None = None,
+) -> list[Finding]:
     """Every result of the round, with split brain and role drift derived from the probes.
 
     ``changing`` names the hosts an active run is changing: their states are the run's doing and are
-    recorded as ``expected``, not announced. Split brain is always a failure.
+    recorded as ``expected``, not announced. Split brain is always a failure. ``identities`` maps a host
+    to the (masked) ServerGuid it first answered with after the last completed run: a host answering with
+    another one now is something else at that address (a reinstalled server, a wrong DNS entry).
     """
     results = list(results)
     by: dict[tuple[str, str], CheckResult] = {(r.host, r.check): r for r in results}
@@ -81,6 +98,7 @@ def judge(config: Config, results: Iterable[CheckResult], roles: Roles, changing
         if outcome == FAIL and r.host in changing:
             outcome = EXPECTED
         out.append(Finding(r.host, r.check, outcome, r.detail, "" if ok else _todo(config, r, host)))
+    out += _identities(results, identities or {}, changing)
     seen: dict[str, str] = {}
     running_masters = []
     for site in config.sites.values():
@@ -126,3 +144,25 @@ def _split_brain(config: Config, running_masters: list[str], roles: Roles) -> Fi
         f"({roles.master} is the Master {roles.because} left); then set its IsSlave to True before it starts again"
     )
     return Finding(PLATFORM, SPLIT_BRAIN, FAIL, detail, todo)
+
+
+def _identities(results: list[CheckResult], identities: Mapping[str, str], changing: Sequence[str]) -> list[Finding]:
+    out = []
+    for r in results:
+        was = identities.get(r.host)
+        now = server_guid(r.detail) if r.check == "Settings.xml" and r.ok else None
+        if was is None or now is None:
+            continue
+        if now == was:
+            out.append(Finding(r.host, IDENTITY, PASS, f"ServerGuid {now}, as since the last completed run"))
+            continue
+        detail = f"answers with ServerGuid {now}, but answered with {was} since the last completed run"
+        if r.host in changing:
+            out.append(Finding(r.host, IDENTITY, EXPECTED, detail))
+            continue
+        todo = (
+            f"find out what answers at {r.host}'s address: a reinstalled server must be added in the Console "
+            "again (it has a new ServerGuid); a wrong DNS entry or address must be put right"
+        )
+        out.append(Finding(r.host, IDENTITY, FAIL, detail, todo))
+    return out

@@ -20,7 +20,7 @@ from actions.preflight import CheckResult, probe_database, probe_host
 from actions.winrm import WinRMExecutor
 from bot.blocks.cards import escape, hhmm
 from bot.presenter import Presenter
-from bot.readiness.evaluate import FAIL, PASS, SPLIT_BRAIN, Finding, Roles, judge
+from bot.readiness.evaluate import FAIL, PASS, SPLIT_BRAIN, Finding, Roles, judge, server_guid
 from bot.runs.machine import RunState
 from bot.runs.service import RunService
 from bot.store.db import as_utc, changed_rows, utcnow
@@ -167,7 +167,10 @@ class ReadinessWatch:
             s.flush()
             round_id = rnd.id
         active = self.service.active_run()
-        findings = judge(self.config, self.probe(), self.expected_roles(), self.changing_hosts(active))
+        roles = self.expected_roles()
+        findings = judge(
+            self.config, self.probe(), roles, self.changing_hosts(active), self.identities(self.settled_at())
+        )
         now = self.clock()
         with self.store.session() as s:
             s.add_all(
@@ -226,6 +229,36 @@ class ReadinessWatch:
         if run.direction == "failover":
             return Roles(s_.account_server.name, None, because)
         return Roles(p.account_server.name, s_.account_server.name, because)
+
+    def settled_at(self) -> datetime | None:
+        """When the last completed run (of any scope) finished: hosts answer as it left them from then on."""
+        with self.store.read_session() as s:
+            last = s.scalar(
+                sa.select(sa.func.max(Run.finished_at)).where(
+                    Run.platform == self.config.platform, Run.state == RunState.COMPLETED
+                )
+            )
+        return as_utc(last) if last is not None else None
+
+    def identities(self, since: datetime | None) -> dict[str, str]:
+        """Host -> the (masked) ServerGuid it first answered with at or after ``since``, from stored results."""
+        with self.store.read_session() as s:
+            first = (
+                sa.select(sa.func.min(ReadinessResult.id))
+                .where(ReadinessResult.check == "Settings.xml", ReadinessResult.outcome == PASS)
+                .group_by(ReadinessResult.host)
+            )
+            if since is not None:
+                first = first.where(ReadinessResult.at >= since)
+            rows = s.execute(
+                sa.select(ReadinessResult.host, ReadinessResult.detail).where(ReadinessResult.id.in_(first))
+            ).all()
+        out = {}
+        for host, detail in rows:
+            guid = server_guid(detail)
+            if guid is not None:
+                out[host] = guid
+        return out
 
     def changing_hosts(self, active: Run | None) -> list[str]:
         """Hosts the active run changes (its host steps that are not read-only); none without a run."""
