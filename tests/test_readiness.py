@@ -347,7 +347,9 @@ def test_app_home_opened_publishes_a_home_tab(tmp_path: Path) -> None:
         h.slack.wait_for(lambda: len(h.slack.calls("views.publish")) > before, what="Dave's new home tab")
         assert "Waiting on you" not in _home_text(h.slack.home_views["U0DAVE"])
 
-        # /failover status says how long is left too.
+        # The status card at the top of the thread says how long is left, and so does /failover status.
+        card = _home_text({"blocks": h.thread(fo)[0].blocks})
+        assert "Left" in card and "need a person" in card and "no history yet" in card
         h.people["U0DAVE"].command("status", channel=CHANNEL)
         status = h.slack.wait_for(
             lambda: [e for e in h.slack.ephemerals("U0DAVE") if "Current step" in e.text], what="status"
