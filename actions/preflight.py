@@ -37,6 +37,7 @@ class CheckResult:
     ok: bool
     detail: str
     value: str = ""  # what readiness compares: a service's state, an AccountServer's role (Master/Slave)
+    skipped: tuple[str, ...] = ()  # checks of this host that could not run because this one failed
 
 
 def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[CheckResult]:
@@ -46,7 +47,8 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
         info = remote.host_info(executor, host)
         out.append(CheckResult(host.name, "winrm", True, f"reachable, authenticated ({info.hostname})"))
     except ExecutionError as exc:
-        out.append(CheckResult(host.name, "winrm", False, _short(exc)))
+        not_run = ("service", "Settings.xml", *(("task queue",) if host.role == "account_server" else ()))
+        out.append(CheckResult(host.name, "winrm", False, _short(exc), skipped=not_run))
         return out
     service = (
         config.redstor.account_server if host.role == "account_server" else config.redstor.storage_server
@@ -122,13 +124,24 @@ def check_site(config: Config, site: str, *, executor: remote.Executor | None = 
 def format_checks(results: list[CheckResult]) -> str:
     width_h = max([len("host"), *(len(r.host) for r in results)])
     width_c = max([len("check"), *(len(r.check) for r in results)])
+    width_c = max([width_c, *(len(c) for r in results for c in r.skipped)])
     lines = [f"{'host':<{width_h}}  {'check':<{width_c}}  result  detail"]
+    failed: list[str] = []
+    skipped = 0
     for r in results:
         lines.append(f"{r.host:<{width_h}}  {r.check:<{width_c}}  {'PASS' if r.ok else 'FAIL':<6}  {r.detail}")
-    failed = sum(1 for r in results if not r.ok)
+        if not r.ok:
+            failed.append(f"  {r.host} {r.check}: {r.detail}")
+        for check in r.skipped:  # could not run: shown, not silently left out
+            lines.append(f"{r.host:<{width_h}}  {check:<{width_c}}  {'SKIP':<6}  not run: {r.check} failed")
+            skipped += 1
     lines.append("")
-    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
-    return "\n".join(lines)
+    if not failed:
+        lines.append("all checks passed")
+        return "\n".join(lines)
+    not_run = f"; {skipped} could not run" if skipped else ""
+    lines.append(f"{len(failed)} check(s) failed{not_run}:")
+    return "\n".join(lines + failed)
 
 
 def _short(exc: BaseException) -> str:

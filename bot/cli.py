@@ -25,39 +25,129 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+# What ``--help`` of each command shows below its options: an example and the environment it reads.
+_CONFIG_ENV = "  FAILOVER_CONFIG          configuration file when --config is not given (default ./failover.yml)"
+_DB_ENV = "  FAILOVER_DB_URL          the bot's database (default sqlite:///failover-bot.db; or postgresql://...)"
+_WINRM_ENV = (
+    "  FAILOVER_WINRM_USER, FAILOVER_WINRM_PASSWORD\n"
+    "                           WinRM credentials (the names winrm.username_env/password_env give)"
+)
+_ODBC_ENV = "  FAILOVER_ODBC_<SITE>     ODBC connection string of each site's StoragePlatform database (odbc_env)"
+_SLACK_ENV = (
+    "  SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET   the Slack app's secrets (HTTP mode)\n"
+    "  SLACK_APP_TOKEN          xapp-... token: Socket Mode instead of HTTP\n"
+    "  SLACK_API_URL            another Slack Web API base URL (rehearsals)"
+)
+
+
+def _epilog(example: str, *env: str) -> str:
+    text = "example:\n  " + example
+    text += "\n\nenvironment:\n" + "\n".join(env) if env else "\n\nenvironment: none"
+    return text
+
+
+_HELP: dict[str, tuple[str, str]] = {
+    "serve": (
+        "run the bot (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)",
+        _epilog(
+            "failover-bot serve --config /etc/failover-bot/failover.yml --port 3000",
+            _CONFIG_ENV,
+            _DB_ENV,
+            _SLACK_ENV,
+            _WINRM_ENV,
+            _ODBC_ENV,
+        ),
+    ),
+    "plan": (
+        "print the resolved runbook; changes nothing",
+        _epilog(
+            "failover-bot plan start site-a --short",
+            _CONFIG_ENV,
+            _DB_ENV + "\n                           (read only, for a failback's default scope)",
+            _WINRM_ENV + " (with --live)",
+        ),
+    ),
+    "check": (
+        "read-only preflight of a site and its partner",
+        _epilog("failover-bot check site-a", _CONFIG_ENV, _WINRM_ENV, _ODBC_ENV),
+    ),
+    "simulate": (
+        "serve the simulated platform until stopped",
+        _epilog(
+            "FAILOVER_WINRM_USER=u FAILOVER_WINRM_PASSWORD=p failover-bot simulate --state /tmp/sim",
+            _CONFIG_ENV,
+            _WINRM_ENV,
+        ),
+    ),
+    "demo": (
+        "a whole failover and failback against the simulated platform",
+        _epilog("failover-bot demo --out /tmp/demo"),
+    ),
+    "readiness": (
+        "the latest readiness results; --now runs a round first",
+        _epilog(
+            "failover-bot readiness --now",
+            _CONFIG_ENV,
+            _DB_ENV,
+            _WINRM_ENV + " (with --now)",
+            _ODBC_ENV + " (with --now)",
+            "  SLACK_BOT_TOKEN          with --now: announce the round's changes in Slack (else only stored)",
+        ),
+    ),
+    "report": (
+        "the audit report of a run (opens the database read-only)",
+        _epilog("FAILOVER_DB_URL=sqlite:////var/lib/failover-bot/failover-bot.db failover-bot report FO-1", _DB_ENV),
+    ),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="failover-bot", description="Carries a Redstor Storage Platform failover and failback.")
+    verbose = _Parser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log INFO lines on stderr too"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log INFO lines on stderr too")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", help="configuration file (default: $FAILOVER_CONFIG or ./failover.yml)")
+    def command(name: str, *, config: bool = True) -> argparse.ArgumentParser:
+        summary, epilog = _HELP[name]
+        sp = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=epilog,
+            parents=[verbose],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if config:
+            sp.add_argument("--config", help="configuration file (default: $FAILOVER_CONFIG or ./failover.yml)")
         return sp
 
-    s = with_config(sub.add_parser("serve", help="run the bot (HTTP, or Socket Mode when SLACK_APP_TOKEN is set)"))
+    s = command("serve")
     s.add_argument("--port", type=int, default=3000)
     s.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
 
-    s = with_config(sub.add_parser("plan", help="print the resolved runbook; changes nothing"))
+    s = command("plan")
     s.add_argument("direction", choices=["start", "failback"])
     s.add_argument("site")
     s.add_argument("options", nargs="*", help="scope=all|account|storage  storage=<name,...>  rebuilt")
     s.add_argument("--live", action="store_true", help="read host-derived values read-only over WinRM")
+    s.add_argument("--short", action="store_true", help="one line per step: id, title, where, risk, who acts")
 
-    s = with_config(sub.add_parser("check", help="read-only preflight of a site and its partner"))
-    s.add_argument("site")
+    command("check").add_argument("site")
 
-    s = with_config(sub.add_parser("simulate", help="serve the simulated platform until stopped"))
-    s.add_argument("--state", required=True, help="state folder of the simulated hosts")
+    command("simulate").add_argument("--state", required=True, help="state folder of the simulated hosts")
 
-    s = sub.add_parser("demo", help="a whole failover and failback against the simulated platform")
+    s = command("demo", config=False)
     s.add_argument("--out", default=None, help="folder for the demo's state and report (default: a temp folder)")
     s.add_argument("--quiet", action="store_true", help="print only the verdict")
 
-    s = sub.add_parser("report", help="the audit report of a run")
+    s = command("report", config=False)
     s.add_argument("run_id")
     s.add_argument("--format", choices=["md", "json"], default="md")
 
-    s = with_config(sub.add_parser("readiness", help="the latest readiness results; --now runs a round first"))
+    s = command("readiness")
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.add_argument("--now", action="store_true", help="run a read-only round now (announces changes in Slack)")
     return p
@@ -83,22 +173,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         config.check_env(winrm=True)
         live = live_values(config, plan)
-    print(format_plan(plan, config, live_values=live))
+    if args.short:
+        from bot.runs.runbook import format_plan_short
+
+        print(format_plan_short(plan, config), end="")
+    else:
+        print(format_plan(plan, config, live_values=live))
     return 0
 
 
 def _failback_defaults(config: Config, site: str, options: RunOptions) -> RunOptions:
     """Failback defaults to the scope of the last completed failover of the site, when the store has one."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.runs.service import RunService
-    from bot.store.db import Store
+    from bot.store.db import MissingDatabase, Store, shown_url
 
     try:
-        store = Store(db_url())
-    except Exception as exc:  # the state database is optional for plan
-        logging.getLogger(__name__).debug("no state database for failback defaults: %s", exc)
+        store = Store(db_url(), read_only=True)  # plan writes nothing and creates no database file
+    except MissingDatabase as exc:  # the state database is optional for plan
+        logging.getLogger(__name__).info("%s: failback defaults to scope=all", exc)
         return options
     try:
         previous = RunService(store, config).default_failback_options(site)
+    except SQLAlchemyError as exc:  # unreachable, or not a failover-bot database yet
+        logging.getLogger(__name__).warning("cannot read %s for failback defaults: %s", shown_url(store.url), exc)
+        return options
     finally:
         store.dispose()
     if previous is None:
@@ -114,7 +214,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     results = check_site(config, args.site)
     print(format_checks(results))
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.ok and not r.skipped for r in results) else 1
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -142,12 +242,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bot.report import build_report
-    from bot.store.db import Store
+    import sqlalchemy as sa
 
-    store = Store(db_url())
+    from bot.report import build_report
+    from bot.store.db import MissingDatabase, Store, shown_url
+
+    url = db_url()
+    try:
+        store = Store(url, read_only=True)  # a report reads; it never migrates, writes or creates a file
+    except MissingDatabase as exc:
+        raise UsageError(f"{exc} (FAILOVER_DB_URL); nothing created") from None
     try:
         report = build_report(store, args.run_id)
+    except UsageError as exc:
+        raise UsageError(f"{exc} in {shown_url(url)} (FAILOVER_DB_URL)") from None
+    except sa.exc.SQLAlchemyError as exc:
+        problem = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise UsageError(f"cannot read the bot's database at {shown_url(url)}: {problem}") from None
     finally:
         store.dispose()
     print(report.to_json() if args.format == "json" else report.to_markdown(), end="")
@@ -206,9 +317,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args = _parser().parse_args(argv)
+        # serve and simulate are services: their INFO lines are their log. The other commands print their
+        # answer; their stderr shows warnings and errors only, unless -v asks for more.
+        loud = args.command in ("serve", "simulate") or getattr(args, "verbose", False)
+        logging.basicConfig(
+            level=logging.INFO if loud else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"failover-bot: {exc}", file=sys.stderr)

@@ -399,15 +399,17 @@ def _endpoint(defaults: WinRMDefaults, raw: str | WinRMOverride) -> WinRMEndpoin
 
 def _resolve(path: str, model: ConfigModel) -> Config:
     if model.primary_site not in model.sites:
-        raise ConfigError(path, "primary_site", f"names no site (have: {', '.join(model.sites)})")
+        raise ConfigError(
+            path, "primary_site", f"{model.primary_site!r} names no site (have: {', '.join(model.sites)})"
+        )
     seen_hosts: dict[str, str] = {}
     sites: dict[str, Site] = {}
     for sname, s in model.sites.items():
         base = f"sites.{sname}"
         if s.partner == sname:
-            raise ConfigError(path, f"{base}.partner", "a site cannot be its own partner")
+            raise ConfigError(path, f"{base}.partner", f"{s.partner!r}: a site cannot be its own partner")
         if s.partner not in model.sites:
-            raise ConfigError(path, f"{base}.partner", f"names no site {s.partner!r} (have: {', '.join(model.sites)})")
+            raise ConfigError(path, f"{base}.partner", f"{s.partner!r} names no site (have: {', '.join(model.sites)})")
         if model.sites[s.partner].partner != sname:
             raise ConfigError(path, f"{base}.partner", f"{s.partner!r} does not name {sname!r} as its partner")
         entries: list[tuple[str, HostModel, str]] = [(f"{base}.account_server", s.account_server, "account_server")]
@@ -423,7 +425,12 @@ def _resolve(path: str, model: ConfigModel) -> Config:
             _check_url(path, f"{field}.winrm" + ("" if isinstance(h.winrm, str) else ".url"), url)
             ep = _endpoint(model.winrm, h.winrm)
             if ep.operation_timeout_s >= ep.read_timeout_s:
-                raise ConfigError(path, f"{field}.winrm", "operation_timeout_s must be below read_timeout_s")
+                raise ConfigError(
+                    path,
+                    f"{field}.winrm",
+                    f"operation_timeout_s ({ep.operation_timeout_s:g}) must be below read_timeout_s "
+                    f"({ep.read_timeout_s:g})",
+                )
             mirror = getattr(h, "mirror", None)
             resolved.append(
                 Host(
@@ -450,10 +457,14 @@ def _resolve(path: str, model: ConfigModel) -> Config:
                 raise ConfigError(
                     path,
                     f"sites.{sname}.storage_servers[{i}].mirror",
-                    f"names no StorageServer of {site.partner} (have: {', '.join(names) or 'none'})",
+                    f"{ss.mirror!r} names no StorageServer of {site.partner} (have: {', '.join(names) or 'none'})",
                 )
     if model.winrm.operation_timeout_s >= model.winrm.read_timeout_s:
-        raise ConfigError(path, "winrm.operation_timeout_s", "must be below read_timeout_s")
+        raise ConfigError(
+            path,
+            "winrm.operation_timeout_s",
+            f"{model.winrm.operation_timeout_s:g} must be below read_timeout_s ({model.winrm.read_timeout_s:g})",
+        )
     if model.readiness.interval_s and not (model.readiness.channel or model.slack.channels):
         raise ConfigError(
             path,

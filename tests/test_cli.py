@@ -88,6 +88,13 @@ def test_check_passes_on_a_healthy_platform_and_fails_when_a_host_is_down(tmp_pa
         bad = run_cli("check", "site-a", "--config", str(config), env=env)
         assert bad.returncode == 1
         assert re.search(r"ss-a2\s+winrm\s+FAIL", bad.stdout)
+        # the checks WinRM's failure kept from running are shown as SKIP, not left out
+        assert re.search(r"ss-a2\s+service\s+SKIP\s+not run: winrm failed", bad.stdout)
+        assert re.search(r"ss-a2\s+Settings.xml\s+SKIP", bad.stdout)
+        # and the output ends with the list of what failed
+        tail = bad.stdout.rstrip().splitlines()
+        assert tail[-2] == "1 check(s) failed; 2 could not run:"
+        assert tail[-1].startswith("  ss-a2 winrm: ")
         assert "simulated-password" not in bad.stdout + bad.stderr
 
 
@@ -168,3 +175,122 @@ def test_simulate_serves_until_stopped_and_names_missing_credentials(tmp_path: P
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+def test_plan_short_is_one_line_per_step_and_the_default_keeps_its_detail(tmp_path: Path) -> None:
+    short = run_cli("plan", "start", "site-a", "--short", "--config", str(EXAMPLE_CONFIG), cwd=tmp_path)
+    assert short.returncode == 0, short.stderr
+    lines = short.stdout.splitlines()
+    assert lines[0].startswith("Failover of site-a") and len(lines) == 1 + 9
+    f2 = next(line for line in lines if line.startswith("F2 "))
+    assert re.match(r"F2\s+as-b\s+change\s+approver, then bot\s+Set IsSlave to False in Settings.xml$", f2)
+    assert re.match(r"F0\s+sites\s+read\s+bot \(read-only\)", lines[1])
+    assert any(re.match(r"F6\s+person \(ss-a1, ss-a2\)\s+change\s+a person \(Done\)", line) for line in lines)
+    fb = run_cli("plan", "failback", "site-a", "--short", "--config", str(EXAMPLE_CONFIG), cwd=tmp_path)
+    assert re.search(r"^B11\s.*destructive\s+2 approvers, not initiator\s+Delete", fb.stdout, re.M)
+    full = run_cli("plan", "start", "site-a", "--config", str(EXAMPLE_CONFIG), cwd=tmp_path)
+    assert "approvals: 1  KB" in full.stdout and "approvals: 1  KB" not in short.stdout  # contract §4 unchanged
+    assert len(full.stdout.splitlines()) > 3 * len(lines)
+
+
+def test_plan_creates_no_database_and_logs_nothing_at_info(tmp_path: Path) -> None:
+    # a failback plan looks for the last failover's scope in the default ./failover-bot.db: read only
+    proc = run_cli("plan", "failback", "site-a", "--config", str(EXAMPLE_CONFIG), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.iterdir())
+    assert proc.stderr == ""  # no Alembic or other INFO lines without -v
+    loud = run_cli("plan", "failback", "site-a", "-v", "--config", str(EXAMPLE_CONFIG), cwd=tmp_path)
+    assert "INFO" in loud.stderr and "no database at sqlite:///failover-bot.db" in loud.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _db_with_a_run(tmp_path: Path) -> tuple[Path, str]:
+    from bot.config import load_config
+
+    db = tmp_path / "state.db"
+    store = Store(f"sqlite:///{db}")
+    run = RunService(store, load_config(EXAMPLE_CONFIG)).open_run(
+        "failover", "site-a", ["scope=account"], "U0ALICE", "C0INCIDENT"
+    )
+    store.dispose()
+    return db, run.id
+
+
+def test_report_reads_only_and_names_the_database_it_looked_at(tmp_path: Path) -> None:
+    db, run_id = _db_with_a_run(tmp_path)
+    ok = run_cli("report", run_id, env={"FAILOVER_DB_URL": f"sqlite:///{db}"})
+    assert ok.returncode == 0 and run_id in ok.stdout
+    assert ok.stderr == ""  # no Alembic INFO lines: the report does not migrate
+    missing_run = run_cli("report", "FO-99", env={"FAILOVER_DB_URL": f"sqlite:///{db}"})
+    assert missing_run.returncode == 2
+    assert f"no run 'FO-99' in sqlite:///{db} (FAILOVER_DB_URL)" in missing_run.stderr
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    no_db = run_cli("report", "FO-1", cwd=empty)
+    assert no_db.returncode == 2
+    assert "no database at sqlite:///failover-bot.db (FAILOVER_DB_URL); nothing created" in no_db.stderr
+    assert not list(empty.iterdir())
+    other = run_cli("report", "FO-1", env={"FAILOVER_DB_URL": f"sqlite:///{empty / 'x.db'}"})
+    assert f"no database at sqlite:///{empty / 'x.db'}" in other.stderr and not list(empty.iterdir())
+    hidden = run_cli("report", "FO-1", env={"FAILOVER_DB_URL": "postgresql://bot:hunter2@127.0.0.1:1/nodb"})
+    assert hidden.returncode == 2 and "127.0.0.1:1/nodb" in hidden.stderr and "hunter2" not in hidden.stderr
+
+
+def test_a_read_only_store_refuses_writes_and_does_not_migrate(tmp_path: Path) -> None:
+    from bot.store.db import MissingDatabase
+
+    db, run_id = _db_with_a_run(tmp_path)
+    store = Store(f"sqlite:///{db}", read_only=True)
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="readonly|read-only|query_only"):
+            with store.session() as s:
+                s.execute(sa.text("UPDATE runs SET state = 'aborted'"))
+        with store.read_session() as s:
+            assert s.execute(sa.text("SELECT state FROM runs")).scalar_one() == "active"
+    finally:
+        store.dispose()
+    with pytest.raises(MissingDatabase):
+        Store(f"sqlite:///{tmp_path / 'absent.db'}", read_only=True)
+    assert not (tmp_path / "absent.db").exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "plan", "check", "simulate", "demo", "report", "readiness"])
+def test_every_help_shows_an_example_and_the_environment_it_reads(command: str) -> None:
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"example:\n  failover-bot {command}" in proc.stdout or f"failover-bot {command} " in proc.stdout
+    assert "example:" in proc.stdout and "environment:" in proc.stdout
+    expected = {
+        "serve": [
+            "FAILOVER_CONFIG",
+            "FAILOVER_DB_URL",
+            "SLACK_BOT_TOKEN",
+            "SLACK_SIGNING_SECRET",
+            "SLACK_APP_TOKEN",
+            "FAILOVER_WINRM_USER",
+            "FAILOVER_ODBC_",
+        ],
+        "plan": ["FAILOVER_CONFIG", "FAILOVER_DB_URL"],
+        "check": ["FAILOVER_CONFIG", "FAILOVER_WINRM_PASSWORD", "FAILOVER_ODBC_"],
+        "simulate": ["FAILOVER_CONFIG", "FAILOVER_WINRM_USER"],
+        "demo": [],
+        "report": ["FAILOVER_DB_URL"],
+        "readiness": ["FAILOVER_CONFIG", "FAILOVER_DB_URL", "FAILOVER_WINRM_USER", "SLACK_BOT_TOKEN"],
+    }[command]
+    for name in expected:
+        assert name in proc.stdout, name
+
+
+def test_demo_shows_no_info_lines(tmp_path: Path) -> None:
+    from bot.config import load_config
+    from bot.sandbox.demo import EXAMPLE_CONFIG as DEMO_CONFIG
+    from bot.sandbox.demo import PortBusy, check_ports
+
+    try:
+        check_ports(load_config(DEMO_CONFIG))
+    except PortBusy as exc:
+        pytest.skip(f"the demo's fixed ports are taken by something else: {exc}")
+    proc = run_cli("demo", "--quiet", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " INFO " not in proc.stdout + proc.stderr  # once the first screen was Alembic's plugin list
+    assert " INFO " in (tmp_path / "demo" / "demo.log").read_text(encoding="utf-8")  # the log file keeps them

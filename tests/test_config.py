@@ -65,13 +65,17 @@ CASES = [
     (
         "partner missing",
         lambda r: r["sites"]["site-a"].update(partner="site-z"),
-        "sites.site-a.partner: names no site 'site-z'",
+        "sites.site-a.partner: 'site-z' names no site (have: site-a, site-b)",
     ),
-    ("primary site missing", lambda r: r.update(primary_site="site-q"), "primary_site: names no site"),
+    (
+        "primary site missing",
+        lambda r: r.update(primary_site="site-q"),
+        "primary_site: 'site-q' names no site (have: site-a, site-b)",
+    ),
     (
         "mirror names nothing",
         lambda r: r["sites"]["site-a"]["storage_servers"][1].update(mirror="ms-b9"),
-        "sites.site-a.storage_servers[1].mirror: names no StorageServer of site-b (have: ms-b1, ms-b2)",
+        "sites.site-a.storage_servers[1].mirror: 'ms-b9' names no StorageServer of site-b (have: ms-b1, ms-b2)",
     ),
     (
         "duplicate host",
@@ -107,7 +111,7 @@ CASES = [
     (
         "timeouts inverted",
         lambda r: r["winrm"].update(operation_timeout_s=50),
-        "operation_timeout_s must be below read_timeout_s",
+        "operation_timeout_s (50) must be below read_timeout_s (30)",
     ),
 ]
 
@@ -139,7 +143,7 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "sites.site-a.partner: names no site 'site-z'" in proc.stderr
+    assert "sites.site-a.partner: 'site-z' names no site (have: site-a, site-b)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -736,6 +736,31 @@ def _target_text(step: ResolvedStep) -> str:
     return step.targets[0].key
 
 
+def format_plan_short(plan: Plan, config: Config) -> str:
+    """One line per step: id, title, where, risk and who must act (``failover-bot plan --short``)."""
+    heading = "Failover of" if plan.direction == "failover" else "Failback to"
+    lines = [f"{heading} {plan.site} (partner {plan.partner}), scope {plan.options.scope}: {len(plan.steps)} steps"]
+    rows = [
+        (step.id, step.title, _target_text(step), step.risk, _who_acts(step, config.slack.destructive_approvals))
+        for step in plan.steps
+    ]
+    w_id, w_where, w_risk, w_who = (max(len(r[i]) for r in rows) for i in (0, 2, 3, 4))
+    for sid, title, where, risk, who in rows:
+        lines.append(f"{sid:<{w_id}}  {where:<{w_where}}  {risk:<{w_risk}}  {who:<{w_who}}  {title}")
+    return mask_guids("\n".join(lines) + "\n")
+
+
+def _who_acts(step: ResolvedStep, destructive_approvals: int) -> str:
+    needed = step.approvals_needed(destructive_approvals)
+    if needed == 0:
+        return "bot (read-only)"
+    if step.is_destructive:
+        return f"{needed} approvers, not initiator"
+    if step.kind in ("host", "sql"):
+        return "approver, then bot"
+    return "a person (Done)"
+
+
 def _when_text(when: Mapping[str, str] | None) -> str:
     if not when:
         return ""

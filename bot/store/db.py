@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from alembic import command
@@ -45,6 +46,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_read_only_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # No journal_mode here: switching it is a write, and a read-only connection reads whatever mode the file has.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
 def _sqlite_begin(conn: sa.Connection) -> None:
     # Readers (read_session) take no lock at all: WAL lets them run beside a writer.
     conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
@@ -56,25 +66,55 @@ def changed_rows(session: Session | sa.Connection, statement: sa.Executable) -> 
     return int(getattr(result, "rowcount", 0))
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be printed: the password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unreadable database URL>"
+
+
+def _sqlite_read_only_url(url: str) -> str:
+    """A ``mode=ro`` URI for an existing SQLite file: opening it creates nothing; MissingDatabase otherwise."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or not Path(path).is_file():
+        raise MissingDatabase(url)
+    return f"sqlite:///file:{quote(str(Path(path).resolve()))}?mode=ro&uri=true"
+
+
+class MissingDatabase(Exception):
+    """There is no database at the URL a read-only Store was asked to open."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no database at {shown_url(url)}")
+        self.url = url
+
+
 class Store:
     """Owns the engine; hands out one session per unit of work (never shared across threads)."""
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, read_only: bool = False) -> None:
         self.url = normalise_url(url)
+        self.read_only = read_only
         kwargs: dict[str, Any] = {"future": True}
+        engine_url = self.url
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            if read_only:
+                engine_url = _sqlite_read_only_url(self.url)
         else:
             kwargs["pool_pre_ping"] = True
-        self.engine: Engine = sa.create_engine(self.url, **kwargs)
+            if read_only:  # every transaction of this engine refuses writes
+                kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        self.engine: Engine = sa.create_engine(engine_url, **kwargs)
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_read_only_pragmas if read_only else _sqlite_pragmas)
             # BEGIN IMMEDIATE: a unit of work that reads then writes holds the write lock from its
             # start, so two of them cannot both read the same state and then both write.
             event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine.execution_options(read_only=True), expire_on_commit=False)
-        if migrate:
+        if migrate and not read_only:
             self.migrate()
 
     @property
