@@ -17,6 +17,7 @@ from bot.listeners import actions, commands, home
 from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter
 from bot.readiness.watch import ReadinessWatch
+from bot.reporting import ReportPoster
 from bot.runs.service import RunService
 from bot.runs.worker import Worker
 from bot.scheduling import Reminders
@@ -45,12 +46,14 @@ class Runtime:
     executor: WinRMExecutor
     reminders: Reminders
     readiness: ReadinessWatch
+    reports: ReportPoster
 
     def close(self) -> None:
         self.context.work.shutdown(wait=True)  # finish what people already clicked
         self.readiness.close()
         self.reminders.close()
         self.context.worker.close()
+        self.reports.close()  # after the worker: a run it just finished still gets its report
         self.executor.close()
         self.store.dispose()
 
@@ -101,10 +104,12 @@ def build_runtime(
     reminders = Reminders(service, presenter)
     # Its own executor: readiness probes never queue behind (or hold up) a run's step on a host.
     readiness = ReadinessWatch(service, presenter, is_leader=lambda: reminders.is_leader)
+    reports = ReportPoster(service, client)
 
     def notify(run_id: str, what: str) -> None:
         presenter.sync(run_id, what)
         reminders.refresh(run_id)  # remind about the step now waiting, forget the one that moved on
+        reports.after_change(run_id)  # a run that just ended gets its report in its thread, once
 
     worker = Worker(service, executor, notify=notify)
     ctx = BotContext(
@@ -117,6 +122,7 @@ def build_runtime(
         groups=groups,
         on_change=notify,
         readiness=readiness,
+        reports=reports,
     )
     app = build_app(ctx, token=token, signing_secret=signing_secret or "unset")
     return Runtime(
@@ -128,4 +134,5 @@ def build_runtime(
         executor=executor,
         reminders=reminders,
         readiness=readiness,
+        reports=reports,
     )

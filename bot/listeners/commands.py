@@ -189,29 +189,16 @@ def _abort(ctx: BotContext, args: list[str], user: str, respond: Respond) -> Non
 
 
 def _report(ctx: BotContext, args: list[str], respond: Respond) -> None:
+    run = _pick_run(ctx, args)
+    if run.thread_ts and ctx.reports is not None:
+        ctx.reports.post(run.id)  # summary, then the full report and its timeline as files, in the thread
+        _reply(respond, f"Posted the report of {run.id} in its thread.")
+        return
     from bot.report import build_report
 
-    run = _pick_run(ctx, args)
-    report = build_report(ctx.store, run.id)
-    text = report.to_markdown()
-    chunks = _chunks(text)
-    if not run.thread_ts:
-        for chunk in chunks[:5]:
-            _reply(respond, f"```{chunk}```")
-        return
-    shown = chunks[:10]
-    for chunk in shown:
-        ctx.presenter.post(
-            run.channel,
-            f"Report of {run.id}",
-            [{"type": "section", "text": {"type": "mrkdwn", "text": f"```{chunk}```"}}],
-            thread_ts=run.thread_ts,
-        )
-    if len(chunks) > len(shown):
-        ctx.presenter.post(
-            run.channel, f"(report shortened: `failover-bot report {run.id}` prints all of it)", thread_ts=run.thread_ts
-        )
-    _reply(respond, f"Posted the report of {run.id} in its thread.")
+    chunks = _chunks(build_report(ctx.store, run.id).to_markdown())
+    for chunk in chunks[:5]:
+        _reply(respond, f"```{chunk}```")
 
 
 def _readiness(ctx: BotContext, args: list[str], respond: Respond) -> None:

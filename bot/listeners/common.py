@@ -21,6 +21,7 @@ from bot.config import Config
 from bot.errors import UserError
 from bot.presenter import Presenter
 from bot.readiness.watch import ReadinessWatch
+from bot.reporting import ReportPoster
 from bot.runs.service import RunService
 from bot.runs.worker import Worker
 from bot.store.db import Store, utcnow
@@ -65,6 +66,7 @@ class BotContext:
     groups: GroupDirectory
     on_change: Callable[[str, str], None] | None = None  # thread + reminders, after a run changed
     readiness: ReadinessWatch | None = None  # latest readiness results for /failover readiness and App Home
+    reports: ReportPoster | None = None  # the report in the thread: summary, full report and timeline
     permalinks: dict[str, str] = field(default_factory=dict)
     # What listeners do after acknowledging runs here: a few threads, so that a burst of clicks queues
     # instead of starving the threads that acknowledge the next requests.

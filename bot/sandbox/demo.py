@@ -27,7 +27,7 @@ from bot.blocks.render import render_blocks, render_thread
 from bot.config import Config, Host, load_config
 from bot.errors import ConfigError
 from bot.runs.machine import FINISHED_STEP_STATES
-from bot.sandbox.slack_api import BOT_USER_ID
+from bot.sandbox.slack_api import BOT_USER_ID, UploadedFile
 
 if TYPE_CHECKING:
     from bot.sandbox.rehearsal import Rehearsal
@@ -696,22 +696,55 @@ def _check_failback(demo: Demo, r: Rehearsal, outcome: _RunOutcome, site: str) -
     )
 
 
+def _attached_files(r: Rehearsal, run_id: str, timeout: float = 60.0) -> list[UploadedFile]:
+    """The files the bot attached in the run's thread (its report and timeline), once both are there."""
+    run = r.service.get_run(run_id)
+    if not run.thread_ts:
+        return []
+
+    def both() -> list[UploadedFile]:
+        found = r.slack.files(run.channel, run.thread_ts)
+        return found if len(found) >= 2 else []
+
+    try:
+        return r.slack.wait_for(both, timeout=timeout, what=f"the report of {run_id} in its thread")
+    except TimeoutError:
+        return r.slack.files(run.channel, run.thread_ts)
+
+
 def _reports(demo: Demo, r: Rehearsal, out_dir: Path, runs: list[_RunOutcome]) -> None:
     from bot.report import build_report
 
     written: list[Path] = []
     intact: dict[str, bool] = {}
+    attached: dict[str, list[str]] = {}
     for run in runs:
         report = build_report(r.runtime.store, run.run_id)
         path = out_dir / f"{run.run_id}.md"
-        path.write_text(report.to_markdown(), encoding="utf-8")
+        # the report and its timeline as the bot attached them in the run's thread when the run ended
+        uploaded = _attached_files(r, run.run_id)
+        attached[run.run_id] = [f.filename for f in uploaded]
+        by_name = {f.filename: f.content or b"" for f in uploaded}
+        path.write_bytes(by_name.get(f"{run.run_id}-report.md") or report.to_markdown().encode("utf-8"))
+        picture = by_name.get(f"{run.run_id}-timeline.png")
+        if picture:
+            (out_dir / f"{run.run_id}-timeline.png").write_bytes(picture)
         (out_dir / f"{run.run_id}-thread.txt").write_text(run.thread + "\n", encoding="utf-8")
         written.append(path)
         intact[run.run_id] = report.chain_intact
         chain = "hash chain intact" if report.chain_intact else "hash chain BROKEN"
         demo.say(
-            f"  {run.run_id}: {path}  ({len(report.events)} audit events, {chain}; thread: {run.run_id}-thread.txt)"
+            f"  {run.run_id}: {path}  ({len(report.events)} audit events, {chain}; thread: {run.run_id}-thread.txt"
+            + (f"; timeline: {run.run_id}-timeline.png" if picture else "")
+            + ")"
         )
+    demo.check(
+        "Audit and secrets",
+        "each run's thread got its summary, the full report and the timeline picture as files",
+        bool(attached)
+        and all(names == [f"{run_id}-report.md", f"{run_id}-timeline.png"] for run_id, names in attached.items()),
+        f"attached: {attached}",
+    )
     demo.say(f"  Bot log: {out_dir / 'demo.log'};  the bot's database: {out_dir / 'failover-bot.db'}")
     if runs:
         demo.say(

@@ -283,7 +283,8 @@ def rehearsal(
     }
     with environment(env, keep_existing=True):
         platform.start()
-        slack = FakeSlackApi(token=BOT_TOKEN).start()
+        names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
+        slack = FakeSlackApi(token=BOT_TOKEN, users=names).start()  # users.info names them
         store = Store(db_url or f"sqlite:///{state_dir / 'failover-bot.db'}")
         runtime = build_runtime(
             config,
@@ -295,7 +296,6 @@ def rehearsal(
         )
         start_up(runtime)
         http = HttpBot(runtime).start()
-        names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
         try:
             r = Rehearsal(config, platform, slack, runtime, http, state_dir)
             for uid, name in names.items():

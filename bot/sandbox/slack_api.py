@@ -61,6 +61,7 @@ class Message:
     updated_at: float | None = None
     history: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     deleted: bool = False
+    files: list[dict[str, Any]] = field(default_factory=list)  # files shared with this message (id, name, title)
 
     @property
     def edits(self) -> int:
@@ -85,6 +86,23 @@ class Ephemeral:
     posted_at: float = 0.0
     history: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     deleted: bool = False
+
+
+@dataclass
+class UploadedFile:
+    """A file of the external upload flow: announced (getUploadURLExternal), uploaded, then completed."""
+
+    id: str
+    filename: str
+    length: int
+    upload_url: str
+    alt_txt: str | None = None
+    snippet_type: str | None = None
+    content: bytes | None = None  # None until the bytes were POSTed to the upload URL
+    title: str | None = None
+    completed: bool = False
+    channel: str | None = None
+    thread_ts: str | None = None
 
 
 @dataclass
@@ -230,6 +248,7 @@ class FakeSlackApi:
         self._injections: dict[str, list[_Injection]] = {}
         self._ts_counter = 0
         self.home_views: dict[str, dict[str, Any]] = {}  # user -> the home tab last published for them
+        self._files: dict[str, UploadedFile] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -351,6 +370,19 @@ class FakeSlackApi:
         with self._lock:
             return copy.deepcopy([e for e in self._ephemerals if (user is None or e.user == user) and not e.deleted])
 
+    def files(self, channel: str | None = None, thread_ts: str | None = None) -> list[UploadedFile]:
+        """Files shared by files.completeUploadExternal (in ``channel``/``thread_ts`` when given), in order."""
+        with self._lock:
+            return copy.deepcopy(
+                [
+                    f
+                    for f in self._files.values()
+                    if f.completed
+                    and (channel is None or f.channel == channel)
+                    and (thread_ts is None or f.thread_ts == thread_ts)
+                ]
+            )
+
     def all_text(self) -> str:
         """Every string anyone sent to this fake (messages, updates, ephemerals, response_url posts), one per line."""
         with self._lock:
@@ -411,6 +443,21 @@ class FakeSlackApi:
                 return exc.status, {"ok": False, "error": exc.error}, None
             self._record(method, params, 200, None)
             return 200, {"ok": True, **body}, None
+
+    def handle_upload(self, file_id: str, data: bytes) -> tuple[int, str]:
+        """The upload URL of files.getUploadURLExternal: the file's bytes, exactly ``length`` of them, once."""
+        with self._lock:
+            f = self._files.get(file_id)
+            params = {"file_id": file_id, "bytes": len(data)}
+            if f is None or f.completed:
+                self._record("upload", params, 404, "invalid_url")
+                return 404, "invalid upload URL"
+            if len(data) != f.length:  # Slack refuses bytes that do not match the length announced
+                self._record("upload", params, 400, "length_mismatch")
+                return 400, f"expected {f.length} bytes, got {len(data)}"
+            f.content = bytes(data)
+            self._record("upload", params, 200, None)
+            return 200, f"OK - {len(data)}"
 
     def handle_response_url(self, key: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -649,6 +696,82 @@ class FakeSlackApi:
             }
         }
 
+    def _get_upload_url_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename = str(params.get("filename") or "")
+        try:
+            length = int(str(params.get("length", "")))
+        except ValueError:
+            raise SlackApiError("invalid_arguments") from None
+        if not filename or length <= 0:
+            raise SlackApiError("invalid_arguments")
+        alt_txt = params.get("alt_txt")
+        if alt_txt is not None and len(str(alt_txt)) > 1000:
+            raise SlackApiError("alt_txt_too_large")
+        file_id = f"F{len(self._files) + 1:08d}"
+        url = f"{self.url}/upload/v1/{file_id}"
+        snippet = params.get("snippet_type")
+        self._files[file_id] = UploadedFile(
+            file_id, filename, length, url, str(alt_txt) if alt_txt else None, str(snippet) if snippet else None
+        )
+        return {"upload_url": url, "file_id": file_id}
+
+    def _complete_upload_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw = params.get("files")
+        try:
+            entries = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError:
+            raise SlackApiError("invalid_arguments") from None
+        if (
+            not isinstance(entries, list)
+            or not entries
+            or not all(isinstance(e, dict) and e.get("id") for e in entries)
+        ):
+            raise SlackApiError("invalid_arguments")
+        channel = params.get("channel_id")
+        if params.get("channels"):
+            channels = [c for c in str(params["channels"]).split(",") if c]
+            if channel or len(channels) != 1:  # thread_ts or not, we share into one channel only
+                raise SlackApiError("invalid_arguments")
+            channel = channels[0]
+        thread_ts = str(params["thread_ts"]) if params.get("thread_ts") else None
+        if thread_ts and not channel:
+            raise SlackApiError("invalid_arguments")  # a thread needs its channel
+        if channel:
+            channel = self._check_channel(channel)
+        if thread_ts:
+            root = self._messages.get((str(channel), thread_ts))
+            if root is None or root.deleted:
+                raise SlackApiError("thread_not_found")
+            if root.is_reply:  # Slack: "Never use a reply's ts value; use its parent instead"
+                raise SlackApiError("invalid_thread_ts")
+        files: list[UploadedFile] = []
+        for e in entries:
+            f = self._files.get(str(e["id"]))
+            if f is None or f.completed:
+                raise SlackApiError("file_not_found")
+            if f.content is None:  # the bytes never reached the upload URL
+                raise SlackApiError("file_upload_incomplete")
+            files.append(f)
+        for f, e in zip(files, entries, strict=True):
+            f.completed = True
+            f.title = str(e.get("title") or f.filename)
+            f.channel = channel
+            f.thread_ts = thread_ts
+        if channel:
+            ts = self._next_ts()
+            text = str(params.get("initial_comment") or "")
+            self._messages[(channel, ts)] = Message(
+                channel,
+                ts,
+                text,
+                [],
+                self.bot_user_id,
+                thread_ts,
+                posted_at=time.time(),
+                files=[{"id": f.id, "name": f.filename, "title": f.title} for f in files],
+            )
+        return {"files": [{"id": f.id, "name": f.filename, "title": f.title, "size": f.length} for f in files]}
+
     def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._check_channel(params.get("channel"))
         name = (self.channels or {}).get(channel, channel.lower())
@@ -678,6 +801,8 @@ _METHODS: dict[str, Callable[[FakeSlackApi, dict[str, Any]], dict[str, Any]]] = 
     "views.publish": FakeSlackApi._views_publish,
     "users.info": FakeSlackApi._users_info,
     "conversations.info": FakeSlackApi._conversations_info,
+    "files.getUploadURLExternal": FakeSlackApi._get_upload_url_external,
+    "files.completeUploadExternal": FakeSlackApi._complete_upload_external,
     "conversations.replies": FakeSlackApi._conversations_replies,
     "conversations.history": FakeSlackApi._conversations_history,
 }
@@ -694,7 +819,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self._dispatch(self.rfile.read(length) if length else b"")
+        raw = self.rfile.read(length) if length else b""
+        if self.path.startswith("/upload/v1/"):  # a file's bytes, as they are: not a form, not JSON
+            status, text = self.api.handle_upload(self.path[len("/upload/v1/") :], raw)
+            data = text.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self._dispatch(raw)
 
     def _dispatch(self, raw: bytes) -> None:
         parts = urlsplit(self.path)
