@@ -68,7 +68,11 @@ def test_help_status_plan_check_abort_and_report(rh: Rehearsal) -> None:
     )
     alice.command(f"report {fo}")
     _ephemeral(rh, ALICE, "Posted the report")
-    assert any("audit chain: intact" in str(m.blocks) for m in rh.thread(fo))
+    # the summary (once at the abort, once on request), each with the full report attached as a file
+    rh.wait_until("two summaries", lambda: sum("*Audit chain:* intact" in str(m.blocks) for m in rh.thread(fo)) == 2)
+    run = rh.service.get_run(fo)
+    rh.wait_until("the reports attached", lambda: len(rh.slack.files(run.channel, run.thread_ts)) == 4)
+    assert b"audit chain: intact" in (rh.slack.files(run.channel, run.thread_ts)[-2].content or b"")
     alice.command("abort")
     assert "no active run" in _ephemeral(rh, ALICE, "no active run")
 
