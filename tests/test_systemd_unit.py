@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,9 @@ def _systemd_analyze() -> str:
 
 def _local_copy(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this checkout's failover-bot (verify checks the program exists)."""
-    program = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "failover-bot"
+    program = Path(sys.executable).with_name("failover-bot")  # the console script of the running environment
     if not program.exists():
-        program = ROOT / ".venv" / "bin" / "failover-bot"
+        program = Path(sys.executable)
     copy = tmp_path / "failover-bot.service"
     copy.write_text(UNIT.read_text(encoding="utf-8").replace(INSTALLED, str(program)), encoding="utf-8")
     return copy
