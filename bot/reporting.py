@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 
+from bot.blocks.cards import escape  # people's and hosts' text made inert for mrkdwn
 from bot.report import Report, build_report
 from bot.runs.service import RunService
 from bot.store import audit
@@ -26,11 +27,6 @@ log = logging.getLogger(__name__)
 
 POSTED_EVENT = "report.posted"
 MAX_LIST = 8  # decisions, overrides, follow-ups shown in the summary; the file has all of them
-
-
-def escape(text: str) -> str:
-    """Text people or hosts supplied, made inert for Slack mrkdwn (no mentions, links or markup)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class PeopleNames:

@@ -196,6 +196,7 @@ def test_a_finished_run_posts_its_summary_report_and_timeline_in_its_thread(rh: 
     run = rh.service.get_run(fo)
     assert complete.params["channel_id"] == run.channel and complete.params["thread_ts"] == run.thread_ts
     assert len(rh.slack.calls("users.info")) <= 3  # cached: once per person
+    assert "matplotlib" not in sys.modules  # the bot (in this process) drew the PNG in a child process
     # once only: more changes of the finished run post nothing new
     rh.runtime.context.on_change(fo, "again")  # type: ignore[misc]
     rh.runtime.reports.close()
