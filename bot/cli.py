@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,7 +96,12 @@ _HELP: dict[str, tuple[str, str]] = {
     ),
     "report": (
         "the audit report of a run (opens the database read-only)",
-        _epilog("FAILOVER_DB_URL=sqlite:////var/lib/failover-bot/failover-bot.db failover-bot report FO-1", _DB_ENV),
+        _epilog(
+            "FAILOVER_DB_URL=sqlite:////var/lib/failover-bot/failover-bot.db failover-bot report FO-1",
+            _DB_ENV,
+            "  SLACK_BOT_TOKEN          when set: people are named through Slack (users.info), else by ID",
+            "  SLACK_API_URL            another Slack Web API base URL (rehearsals)",
+        ),
     ),
 }
 
@@ -261,7 +266,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read the bot's database at {shown_url(url)}: {problem}") from None
     finally:
         store.dispose()
-    print(report.to_json() if args.format == "json" else report.to_markdown(), end="")
+    print(report.to_json() if args.format == "json" else report.to_markdown(_people_names()), end="")
     return 0 if report.chain_intact else 1
 
 
@@ -303,6 +308,19 @@ def _announcer(config: Config, service: RunService) -> Presenter | None:
         logging.getLogger(__name__).info("no SLACK_BOT_TOKEN: the round's changes are left for the bot to announce")
         return None
     return Presenter(service, web_client(token, cfg.env("SLACK_API_URL")), post_interval_s=0)
+
+
+def _people_names() -> Callable[[str], str]:
+    """People by name through Slack's users.info when SLACK_BOT_TOKEN is set; their IDs otherwise."""
+    from bot import config as cfg
+
+    token = cfg.secret("SLACK_BOT_TOKEN")
+    if not token:
+        return str
+    from bot.app import web_client
+    from bot.reporting import PeopleNames
+
+    return PeopleNames(web_client(token, cfg.env("SLACK_API_URL")))
 
 
 COMMANDS = {

@@ -253,7 +253,8 @@ class Report:
         lines += ["", "## Steps", ""]
         for s in self.steps:
             lines += [f"### {s.step_id} · {s.title or '(not in the runbook)'} — {s.outcome or 'not reached'}", ""]
-            lines.append(f"- approved by: {who(s.approved_by)}; performed by: {who(s.performed_by)}"
+            approved = "nobody needed (read-only)" if s.approved_by == ["bot"] else who(s.approved_by)
+            lines.append(f"- approved by: {approved}; performed by: {who(s.performed_by)}"
                          + (f" on {', '.join(s.hosts)}" if s.hosts else ""))  # fmt: skip
             if s.on_it_by:
                 lines.append(f"- “I'm on it”: {who(s.on_it_by)}")

@@ -236,6 +236,28 @@ def test_report_reads_only_and_names_the_database_it_looked_at(tmp_path: Path) -
     assert hidden.returncode == 2 and "127.0.0.1:1/nodb" in hidden.stderr and "hunter2" not in hidden.stderr
 
 
+def test_report_names_people_through_slack_when_it_has_a_token(tmp_path: Path) -> None:
+    from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
+
+    db, run_id = _db_with_a_run(tmp_path)
+    with FakeSlackApi(users={"U0ALICE": "alice"}) as slack:
+        named = run_cli(
+            "report",
+            run_id,
+            env={
+                "FAILOVER_DB_URL": f"sqlite:///{db}",
+                "SLACK_BOT_TOKEN": DEFAULT_TOKEN,
+                "SLACK_API_URL": slack.api_url,
+            },
+        )
+        assert [c.params["user"] for c in slack.calls("users.info")] == ["U0ALICE"]  # asked once: cached
+    assert named.returncode == 0, named.stderr
+    assert "started by alice" in named.stdout and "U0ALICE" not in named.stdout
+    assert DEFAULT_TOKEN not in named.stdout + named.stderr
+    plain = run_cli("report", run_id, env={"FAILOVER_DB_URL": f"sqlite:///{db}"})
+    assert "started by U0ALICE" in plain.stdout
+
+
 def test_a_read_only_store_refuses_writes_and_does_not_migrate(tmp_path: Path) -> None:
     from bot.store.db import MissingDatabase
 

@@ -100,6 +100,8 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for run in ("FO-1", "FB-1"):
         report = out_dir / f"{run}.md"
         assert report.is_file() and f"# {run}:" in report.read_text(encoding="utf-8")
+        assert "approved by: bob" in report.read_text(encoding="utf-8")  # as attached in Slack: names
+        assert (out_dir / f"{run}-timeline.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert str(report) in out
     assert (out_dir / "platform" / "operations.jsonl").is_file()
     # nothing secret was printed: no ServerGuid, no one-time password
