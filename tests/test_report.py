@@ -123,6 +123,21 @@ def test_the_report_tells_each_step_and_keeps_waiting_apart_from_working(
     assert report.to_markdown().count("U0CAROL") > 0  # without Slack: IDs
 
 
+def test_a_failback_that_left_mirroring_disabled_says_so(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    service = RunService(store, load_config(EXAMPLE_CONFIG))
+    run = service.open_run("failback", "site-a", ["scope=all"], ALICE, "C0INCIDENT")
+    audit.record(store, run.id, "bot", "step.post", step_id="B34", detail={})
+    audit.record(store, run.id, CAROL, "step.done", step_id="B34", detail={"choice": "left_disabled"})
+    service.record_fact(run.id, "mirroring", "left_disabled")
+    report = build_report(store, run.id)
+    store.dispose()
+    assert report.decisions() == ["mirroring was left disabled (B34)"]
+    assert report.follow_ups()[0].startswith("mirroring left disabled: re-enable it in the Console")
+    md = report.to_markdown()
+    assert "- mirroring was left disabled (B34)" in md and "- choice: left_disabled" in md
+
+
 # --------------------------------------------------------------------------- the timeline picture
 
 
