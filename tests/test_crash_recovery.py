@@ -173,6 +173,16 @@ def test_sigkill_at_the_worst_moments_and_the_run_still_performs_every_operation
         for step_id in ("F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8"):
             assert sum(1 for m in thread if m.text.startswith(f"{step_id} ")) == 1, step_id
 
+        # The run's end posted its report with the timeline picture, drawn in a child process: the serve
+        # process itself never mapped matplotlib (its extension modules would show in /proc/<pid>/maps).
+        run = h.service.get_run(fo)
+        h.wait_until("the report attached", lambda: len(h.slack.files(run.channel, run.thread_ts)) == 2, timeout=60)
+        assert (h.slack.files(run.channel, run.thread_ts)[1].content or b"").startswith(b"\x89PNG")
+        assert bot.proc is not None
+        maps = Path(f"/proc/{bot.proc.pid}/maps")
+        if maps.exists():
+            assert "matplotlib" not in maps.read_text()
+
         _check_report(h, fo, tmp_path)
 
 
