@@ -83,6 +83,7 @@ def test_check_passes_on_a_healthy_platform_and_fails_when_a_host_is_down(tmp_pa
         for host in ("as-a", "as-b", "ss-a1", "ss-a2", "ms-b1", "ms-b2"):
             assert host in ok.stdout
         assert "all checks passed" in ok.stdout and "FAIL" not in ok.stdout
+        assert " INFO " not in ok.stderr  # no WinRM chatter without -v
         assert "Master" in ok.stdout and "Slave" in ok.stdout
         (platform.host_dir("ss-a2") / "faults.json").write_text('{"refuse": true}')
         bad = run_cli("check", "site-a", "--config", str(config), env=env)
