@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.blocks.cards import direction_title, status_card, step_card
+from bot.blocks.text import escape_mrkdwn
 from bot.runs.estimate import Estimator
 from bot.runs.machine import StepState
 from bot.runs.service import RunService, RunView
@@ -143,7 +144,7 @@ class Presenter:
             if sv.row.posted_at is None:
                 continue  # never reached, or not needed
             blocks = step_card(view, sv)
-            text = f"{sv.step.id} {sv.step.title}: {sv.state.replace('_', ' ')}"
+            text = escape_mrkdwn(f"{sv.step.id} {sv.step.title}: {sv.state.replace('_', ' ')}")
             if sv.row.message_ts is None:
                 if not self.service.claim_message(run_id, sv.step.id):
                     continue  # another process posts it
@@ -165,7 +166,7 @@ class Presenter:
         self._announced.add(key)
         self.post(
             view.run.channel,
-            f"❌ {view.run.id} step {sv.step.id} ({sv.step.title}) failed: {(sv.row.error or '')[:500]}",
+            escape_mrkdwn(f"❌ {view.run.id} step {sv.step.id} ({sv.step.title}) failed: {(sv.row.error or '')[:500]}"),
             thread_ts=view.run.thread_ts,
             broadcast=True,
         )
@@ -183,7 +184,8 @@ class Presenter:
                 f"✅ {direction_title(view)} completed: all {len(view.steps)} steps done. `/failover report {run.id}`"
             )
         else:
-            text = f"🛑 {direction_title(view)} aborted: {run.abort_reason or 'no reason given'}"
+            reason = run.abort_reason or "no reason given"
+            text = f"🛑 {escape_mrkdwn(direction_title(view))} aborted: {escape_mrkdwn(reason)}"
         self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=True)
 
     def say_in_thread(self, run_id: str, text: str, *, broadcast: bool = False) -> None:

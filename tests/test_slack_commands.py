@@ -42,7 +42,7 @@ def test_help_status_plan_check_abort_and_report(rh: Rehearsal) -> None:
     started = time.monotonic()
     assert bob.command("help").status == 200
     assert time.monotonic() - started < 3  # acknowledged well inside Slack's 3 s
-    assert "`start <site>" in _ephemeral(rh, BOB, "Usage")
+    assert "`start &lt;site&gt;" in _ephemeral(rh, BOB, "Usage")  # shown as typed, not as a link
     bob.command("status")
     assert "no run yet" in _ephemeral(rh, BOB, "no run")
     bob.command("plan start site-a scope=account")

@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from bot.blocks.text import escape_mrkdwn as escape
 from bot.runs.machine import StepState
 from bot.runs.service import RunView, StepView
 from bot.runs.worker import bot_executes
@@ -28,11 +29,6 @@ ICON = {
     StepState.MARKED_DONE: "☑️",
     StepState.UNKNOWN: "⚠️",
 }
-
-
-def escape(text: str) -> str:
-    """Slack's mrkdwn escaping for text from configuration, hosts or people (&, <, >)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def clip(text: str, limit: int = SECTION_LIMIT) -> str:
@@ -129,7 +125,9 @@ def status_card(view: RunView, now: datetime, left: str | None = None) -> list[d
     elapsed = ((as_utc(run.finished_at) if run.finished_at else now) - as_utc(run.created_at)).total_seconds()
     fields = [
         f"*State*\n{state}",
-        f"*Scope*\n{run.scope}" + (f" ({run.storage})" if run.storage else "") + (" · rebuilt" if run.rebuilt else ""),
+        f"*Scope*\n{run.scope}"
+        + (f" ({escape(run.storage)})" if run.storage else "")
+        + (" · rebuilt" if run.rebuilt else ""),
         f"*Started by*\n<@{run.initiator}> at {hhmm(run.created_at)}",
         f"*Progress*\nstep {min(view.done_count + (1 if cur else 0), total)} of {total}",
         f"*Elapsed*\n{duration(elapsed)}",
@@ -162,7 +160,7 @@ def status_text(view: RunView, now: datetime, permalink: str | None = None, left
     if cur is not None and run.state == "active":
         since = cur.row.posted_at or cur.row.updated_at
         waited = (now - as_utc(since)).total_seconds() if since else 0.0
-        lines.append(f"Current step: *{cur.step.id}* {cur.step.title} ({cur.state.replace('_', ' ')})")
+        lines.append(f"Current step: *{cur.step.id}* {escape(cur.step.title)} ({cur.state.replace('_', ' ')})")
         lines.append(f"Waiting on {waiting_on(cur)} for {duration(waited)}")
         if left:
             lines.append(f"Left: {left}")
@@ -259,7 +257,7 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
     step = sv.step
     total = len(view.steps)
     ref = ButtonRef(view.run.id, step.id, sv.row.attempt, fingerprint=sv.row.fingerprint or "")
-    where = ", ".join(t.label for t in step.targets) if not step.fanout else f"{len(step.targets)} targets"
+    where = escape(", ".join(t.label for t in step.targets)) if not step.fanout else f"{len(step.targets)} targets"
     risk = "*DESTRUCTIVE*" if step.risk == "destructive" else step.risk
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"{step.id} · {step.title}"[:150]}},
@@ -308,7 +306,7 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
 
 
 def _what_is_deleted(sv: StepView) -> str:
-    return "; ".join(t.label for t in sv.step.targets)
+    return escape("; ".join(t.label for t in sv.step.targets))
 
 
 def _buttons(view: RunView, sv: StepView, ref: ButtonRef) -> list[dict[str, Any]]:

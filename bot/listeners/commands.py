@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 
 from bot.blocks.cards import status_text
+from bot.blocks.text import escape_mrkdwn
 from bot.errors import PermissionDenied, UsageError, UserError
 from bot.listeners.common import BotContext, guarded
 from bot.runs import policy
@@ -76,7 +77,7 @@ def handle(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
     if sub not in ("start", "failback"):  # those are recorded in the chain of the run they open
         _audit_command(ctx, sub, args, user, channel, body.get("text") or "")
     if sub == "help":
-        _reply(respond, USAGE)
+        _reply(respond, escape_mrkdwn(USAGE))  # shows `<site>` as typed
     elif sub in ("start", "failback"):
         _start(ctx, "failover" if sub == "start" else "failback", args, user, channel, respond)
     elif sub == "status":
@@ -162,7 +163,7 @@ def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:
     options = ctx.service.resolve_options(direction, args[1], args[2:])
     text = format_plan(resolve(ctx.config, direction, args[1], options), ctx.config)  # type: ignore[arg-type]
     for chunk in _chunks(text)[:5]:
-        _reply(respond, f"```{chunk}```")
+        _reply(respond, f"```{escape_mrkdwn(chunk)}```")
 
 
 def _check(ctx: BotContext, args: list[str], respond: Respond) -> None:
@@ -173,8 +174,8 @@ def _check(ctx: BotContext, args: list[str], respond: Respond) -> None:
     ctx.config.site(args[0])
     results = check_site(ctx.config, args[0], executor=ctx.worker.executor)
     verdict = "all checks passed" if all(r.ok for r in results) else "some checks FAILED"
-    for chunk in _chunks(format_checks(results))[:4]:
-        _reply(respond, f"```{chunk}```")
+    for chunk in _chunks(format_checks(results))[:4]:  # host output: inert
+        _reply(respond, f"```{escape_mrkdwn(chunk)}```")
     _reply(respond, f"check {args[0]}: {verdict}")
 
 
@@ -198,7 +199,7 @@ def _report(ctx: BotContext, args: list[str], respond: Respond) -> None:
 
     chunks = _chunks(build_report(ctx.store, run.id).to_markdown())
     for chunk in chunks[:5]:
-        _reply(respond, f"```{chunk}```")
+        _reply(respond, f"```{escape_mrkdwn(chunk)}```")
 
 
 def _readiness(ctx: BotContext, args: list[str], respond: Respond) -> None:

@@ -17,6 +17,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
 
+from bot.blocks.text import escape_mrkdwn
 from bot.config import Config
 from bot.errors import UserError
 from bot.presenter import Presenter
@@ -121,8 +122,8 @@ def guarded(ctx: BotContext, respond: Respond, user: str, what: str) -> Iterator
     """Known errors become a friendly ephemeral answer; unknown ones get a correlation id in the log."""
     try:
         yield
-    except UserError as exc:
-        respond(text=str(exc), response_type="ephemeral", replace_original=False)
+    except UserError as exc:  # may quote what the person typed: inert, but the bot's own mentions still work
+        respond(text=escape_mrkdwn(str(exc), keep_references=True), response_type="ephemeral", replace_original=False)
     except Exception as exc:  # the person still gets an answer; details go to the log only
         ref = uuid.uuid4().hex[:8]
         log.exception("error %s while handling %s for %s", ref, what, user)
