@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import App
+from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from actions.winrm import WinRMExecutor
 from bot import config as cfg
 from bot.config import Config
+from bot.errors import ConfigError, ExecutionError
 from bot.listeners import actions, commands, home
 from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter
@@ -47,6 +49,7 @@ class Runtime:
     reminders: Reminders
     readiness: ReadinessWatch
     reports: ReportPoster
+    signing_secret: str = ""  # empty in Socket Mode, where Slack does not sign deliveries
 
     def close(self) -> None:
         self.context.work.shutdown(wait=True)  # finish what people already clicked
@@ -58,17 +61,29 @@ class Runtime:
         self.store.dispose()
 
 
-def build_app(ctx: BotContext, *, token: str, signing_secret: str) -> App:
+def build_app(ctx: BotContext, *, token: str, signing_secret: str, socket_mode: bool = False) -> App:
+    """The bolt App. Over HTTP every request must carry a valid signature (no secret: ConfigError);
+    in Socket Mode deliveries arrive over the app-token's websocket and carry none. The bot token is
+    checked with Slack (auth.test) before the bot serves anything.
+    """
+    if not signing_secret and not socket_mode:
+        raise ConfigError(ctx.config.path, "environment", "SLACK_SIGNING_SECRET is not set (needed to serve HTTP)")
+    if not token:
+        raise ConfigError(ctx.config.path, "environment", "SLACK_BOT_TOKEN is not set")
     # Listeners only acknowledge and queue their work (BotContext.background), so they may run on the
     # request thread itself: the response leaves as soon as the listener returns, without the polling
     # wait bolt's default mode spends on every request (about 10 ms each).
-    app = App(
-        token=token,
-        signing_secret=signing_secret,
-        client=ctx.client,
-        token_verification_enabled=False,
-        process_before_response=True,
-    )
+    try:
+        app = App(
+            signing_secret=signing_secret or None,
+            client=ctx.client,
+            request_verification_enabled=not socket_mode,
+            process_before_response=True,
+        )
+    except BoltError as exc:  # auth.test refused the token
+        raise ConfigError(ctx.config.path, "environment", f"Slack did not accept SLACK_BOT_TOKEN: {exc}") from None
+    except OSError as exc:  # Slack's API did not answer auth.test
+        raise ExecutionError(f"cannot reach Slack's API to check SLACK_BOT_TOKEN: {exc}") from None
 
     commands.register(app, ctx)
     actions.register(app, ctx)
@@ -89,11 +104,15 @@ def build_runtime(
     signing_secret: str | None = None,
     api_url: str | None = None,
     post_interval_s: float | None = None,
+    socket_mode: bool = False,
 ) -> Runtime:
     """Wire the bot's parts. Secrets and the Slack URL default to the environment."""
     token = token if token is not None else cfg.secret("SLACK_BOT_TOKEN")
     signing_secret = signing_secret if signing_secret is not None else cfg.secret("SLACK_SIGNING_SECRET")
     api_url = api_url if api_url is not None else cfg.env("SLACK_API_URL")
+    if not signing_secret and not socket_mode:  # before anything is opened: a clear error, exit 2
+        raise ConfigError(config.path, "environment", "SLACK_SIGNING_SECRET is not set (needed to serve HTTP)")
+    own_store = store is None
     store = store or Store(cfg.db_url())
     client = web_client(token, api_url)
     groups = GroupDirectory(client, config.slack.group_cache_s)
@@ -124,7 +143,14 @@ def build_runtime(
         readiness=readiness,
         reports=reports,
     )
-    app = build_app(ctx, token=token, signing_secret=signing_secret or "unset")
+    try:
+        app = build_app(ctx, token=token, signing_secret=signing_secret, socket_mode=socket_mode)
+    except (ConfigError, ExecutionError):
+        readiness.close()
+        executor.close()
+        if own_store:
+            store.dispose()
+        raise
     return Runtime(
         config=config,
         store=store,
@@ -135,4 +161,5 @@ def build_runtime(
         reminders=reminders,
         readiness=readiness,
         reports=reports,
+        signing_secret=signing_secret,
     )

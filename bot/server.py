@@ -1,11 +1,22 @@
-"""Serving the bot: HTTP with waitress (``POST /slack/events``, ``GET /healthz``) or Socket Mode."""
+"""Serving the bot: HTTP with waitress (``POST /slack/events``, ``GET /healthz``) or Socket Mode.
+
+Over HTTP a request reaches bolt only when it is small (at most ``MAX_BODY_BYTES``; else 413), signed
+with the signing secret (else 401) and well-formed (else 400). Request bodies are never logged: a
+refusal logs its size and the peer's address only.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
@@ -17,10 +28,75 @@ from bot.config import Config
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
+MAX_BODY_BYTES = 1 << 20  # Slack's deliveries are a few kB; 1 MiB is ample
+
+
+def _answer(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _read_body(environ: dict[str, Any]) -> bytes | None:
+    """The request body, or None when it is larger than MAX_BODY_BYTES (read no further than that)."""
+    try:
+        declared = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = MAX_BODY_BYTES + 1
+    if declared > MAX_BODY_BYTES:
+        return None
+    body = bytes(environ["wsgi.input"].read(min(declared, MAX_BODY_BYTES) if declared else MAX_BODY_BYTES + 1))
+    return None if len(body) > MAX_BODY_BYTES else body
+
+
+def well_formed(body: bytes, content_type: str) -> bool:
+    """Whether bolt can parse ``body``: JSON for events, a form (with a JSON ``payload``, if any) otherwise."""
+    try:
+        text = body.decode("utf-8")
+        if content_type.startswith("application/json"):
+            return isinstance(json.loads(text), dict)
+        form = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text))
+        if "payload" in form:
+            return len(form["payload"]) == 1 and isinstance(json.loads(form["payload"][0]), dict)
+        return True
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+        return False
+
+
+def valid_signature(secret: str, body: bytes, timestamp: str, signature: str, now: float | None = None) -> bool:
+    """Slack's v0 request signature over the raw bytes, within five minutes of ``timestamp``.
+
+    (slack_sdk's SignatureVerifier decodes the body as UTF-8 first and raises on other bytes.)
+    """
+    if not secret or not timestamp.isdigit() or not signature.startswith("v0="):
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > 300:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
 
 
 def wsgi_app(runtime: Runtime) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     slack = SlackRequestHandler(runtime.app)
+
+    def slack_request(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        peer = environ.get("REMOTE_ADDR", "?")
+        body = _read_body(environ)
+        if body is None:
+            log.warning("refused a request from %s: body larger than %d bytes", peer, MAX_BODY_BYTES)
+            return _answer(start_response, "413 Content Too Large", "request body too large")
+        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+        signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
+        if not valid_signature(runtime.signing_secret, body, timestamp, signature):
+            log.warning("refused an unsigned or wrongly signed request from %s (%d bytes)", peer, len(body))
+            return _answer(start_response, "401 Unauthorized", "invalid request")
+        if not well_formed(body, environ.get("CONTENT_TYPE", "")):
+            log.warning("refused a malformed signed request from %s (%d bytes)", peer, len(body))
+            return _answer(start_response, "400 Bad Request", "malformed request")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return slack(environ, start_response)  # type: ignore[no-any-return]
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -34,7 +110,7 @@ def wsgi_app(runtime: Runtime) -> Callable[[dict[str, Any], StartResponse], Iter
             )
             return [body]
         if path == "/slack/events" and method == "POST":
-            return slack(environ, start_response)  # type: ignore[no-any-return]
+            return slack_request(environ, start_response)
         body = b"not found\n"
         start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
@@ -59,7 +135,10 @@ class HttpBot:
 
     def __init__(self, runtime: Runtime, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8) -> None:
         self.runtime = runtime
-        self.server = create_server(wsgi_app(runtime), host=host, port=port, threads=threads)
+        # waitress refuses larger bodies with 413 before buffering them (its default is 1 GiB)
+        self.server = create_server(
+            wsgi_app(runtime), host=host, port=port, threads=threads, max_request_body_size=MAX_BODY_BYTES
+        )
         self._thread: threading.Thread | None = None
 
     @property
@@ -82,9 +161,9 @@ class HttpBot:
 
 
 def serve(config: Config, *, port: int = 3000, host: str = "0.0.0.0") -> None:
-    runtime = build_runtime(config)
-    start_up(runtime)
     app_token = cfg.secret("SLACK_APP_TOKEN")
+    runtime = build_runtime(config, socket_mode=bool(app_token))
+    start_up(runtime)
     try:
         if app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
