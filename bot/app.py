@@ -112,6 +112,7 @@ def build_runtime(
     api_url = api_url if api_url is not None else cfg.env("SLACK_API_URL")
     if not signing_secret and not socket_mode:  # before anything is opened: a clear error, exit 2
         raise ConfigError(config.path, "environment", "SLACK_SIGNING_SECRET is not set (needed to serve HTTP)")
+    config.check_slack_api_url(api_url)  # plain http to a non-loopback Slack: ConfigError unless allowed
     own_store = store is None
     store = store or Store(cfg.db_url())
     client = web_client(token, api_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class SlackSettings(_Strict):
     wait_nudge_minutes: float = Field(default=30, gt=0)
     post_interval_s: float = Field(default=1.0, ge=0)  # pacing of chat.postMessage per channel
     group_cache_s: float = Field(default=300, ge=0)
+    allow_insecure: bool = False  # an http:// SLACK_API_URL on a non-loopback address (warned at every start)
 
     @model_validator(mode="after")
     def _two_person_deletes(self) -> SlackSettings:
@@ -77,6 +79,7 @@ class WinRMOverride(_Strict):
     operation_timeout_s: int | None = Field(default=None, ge=1)
     read_timeout_s: int | None = Field(default=None, ge=2)
     command_timeout_s: int | None = Field(default=None, ge=1)
+    allow_insecure: bool = False  # this host only: accept the transport_risks() below (warned at every start)
 
 
 class AccountServerPaths(_Strict):
@@ -187,6 +190,41 @@ class WinRMEndpoint:
     operation_timeout_s: int
     read_timeout_s: int
     command_timeout_s: int
+    allow_insecure: bool = False
+
+    def transport_risks(self) -> list[str]:
+        """What exposes this endpoint's credentials or traffic; nothing for a loopback address."""
+        if is_loopback(urlsplit(self.url).hostname or ""):
+            return []
+        risks = []
+        if self.transport == "basic" and self.url.lower().startswith("http:"):
+            risks.append("transport basic over http sends the password in clear")
+        if self.server_cert_validation == "ignore":
+            risks.append("server_cert_validation: ignore accepts any certificate")
+        if self.message_encryption == "never":
+            risks.append("message_encryption: never sends commands and output unencrypted")
+        return risks
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine: localhost, 127.0.0.0/8 or ::1."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def slack_api_risk(api_url: str | None) -> str | None:
+    """Why ``api_url`` (SLACK_API_URL) is unsafe, or None: plain http to a non-loopback address."""
+    if not api_url:
+        return None
+    parts = urlsplit(api_url)
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname or ""):
+        return f"SLACK_API_URL {api_url} is plain http to a non-loopback address (the bot token travels in clear)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -300,6 +338,22 @@ class Config:
         """A path under the Redstor data root, as Windows spells it."""
         root = self.redstor.data_root.rstrip("\\")
         return f"{root}\\{relative.lstrip(chr(92))}"
+
+    def insecure_allowed(self) -> list[str]:
+        """The insecure transports this configuration accepts with allow_insecure: true, to warn about at start."""
+        out = []
+        for h in self.hosts():
+            out += [f"{h.name}: {risk} (allow_insecure: true)" for risk in h.winrm.transport_risks()]
+        return out
+
+    def check_slack_api_url(self, api_url: str | None) -> list[str]:
+        """ConfigError for an insecure SLACK_API_URL unless slack.allow_insecure; else the warnings to log."""
+        risk = slack_api_risk(api_url)
+        if risk is None:
+            return []
+        if not self.slack.allow_insecure:
+            raise ConfigError(self.path, "environment", f"{risk}; use https, or set slack.allow_insecure: true")
+        return [f"{risk} (slack.allow_insecure: true)"]
 
     def required_env(self, *, slack: bool = False, winrm: bool = False, odbc: bool = False) -> list[str]:
         """Names of environment variables a command needs, in a stable order."""
@@ -430,6 +484,14 @@ def _resolve(path: str, model: ConfigModel) -> Config:
                     f"{field}.winrm",
                     f"operation_timeout_s ({ep.operation_timeout_s:g}) must be below read_timeout_s "
                     f"({ep.read_timeout_s:g})",
+                )
+            risks = ep.transport_risks()
+            if risks and not ep.allow_insecure:
+                raise ConfigError(
+                    path,
+                    f"{field}.winrm",
+                    f"{h.name} ({url}): {risks[0]}; use https with validation and encryption, "
+                    "or set allow_insecure: true in this host's winrm mapping",
                 )
             mirror = getattr(h, "mirror", None)
             resolved.append(

@@ -163,6 +163,8 @@ class HttpBot:
 def serve(config: Config, *, port: int = 3000, host: str = "0.0.0.0") -> None:
     app_token = cfg.secret("SLACK_APP_TOKEN")
     runtime = build_runtime(config, socket_mode=bool(app_token))
+    for risk in config.insecure_allowed() + config.check_slack_api_url(cfg.env("SLACK_API_URL")):
+        log.warning("insecure transport allowed by the configuration: %s", risk)  # at every start, on purpose
     start_up(runtime)
     try:
         if app_token:
