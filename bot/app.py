@@ -52,12 +52,15 @@ class Runtime:
     signing_secret: str = ""  # empty in Socket Mode, where Slack does not sign deliveries
 
     def close(self) -> None:
+        self.context.reads.shutdown(wait=False, cancel_futures=True)  # read-only: not worth waiting for
         self.context.work.shutdown(wait=True)  # finish what people already clicked
         self.readiness.close()
         self.reminders.close()
         self.context.worker.close()
         self.reports.close()  # after the worker: a run it just finished still gets its report
         self.executor.close()
+        if self.context.read_executor is not None:
+            self.context.read_executor.close()
         self.store.dispose()
 
 
@@ -143,6 +146,7 @@ def build_runtime(
         on_change=notify,
         readiness=readiness,
         reports=reports,
+        read_executor=WinRMExecutor(),  # /failover check's own connections: never a step's host lock
     )
     try:
         app = build_app(ctx, token=token, signing_secret=signing_secret, socket_mode=socket_mode)

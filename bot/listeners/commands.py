@@ -31,7 +31,11 @@ def register(app: App, ctx: BotContext) -> None:
     @app.command("/failover")
     def failover(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()  # first: Slack wants an answer within 3 s; the work is queued behind it
-        ctx.background(_work, ctx, body, respond)
+        if (body.get("text") or "").split()[:1] == ["check"]:  # reaches hosts: its own pool and connections
+            if not ctx.background_read(_work, ctx, body, respond):
+                ctx.background(_reply, respond, "Too many checks are running right now; try again in a minute.")
+        else:
+            ctx.background(_work, ctx, body, respond)
 
 
 def _work(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
@@ -172,7 +176,7 @@ def _check(ctx: BotContext, args: list[str], respond: Respond) -> None:
     if not args:
         raise UsageError("`/failover check <site>`")
     ctx.config.site(args[0])
-    results = check_site(ctx.config, args[0], executor=ctx.worker.executor)
+    results = check_site(ctx.config, args[0], executor=ctx.read_executor or ctx.worker.executor)
     verdict = "all checks passed" if all(r.ok for r in results) else "some checks FAILED"
     for chunk in _chunks(format_checks(results))[:4]:  # host output: inert
         _reply(respond, f"```{escape_mrkdwn(chunk)}```")

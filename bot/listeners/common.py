@@ -72,6 +72,14 @@ class BotContext:
     # What listeners do after acknowledging runs here: a few threads, so that a burst of clicks queues
     # instead of starving the threads that acknowledge the next requests.
     work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="slack-work"))
+    # Read-only commands that reach hosts (/failover check) run apart: a few threads and WinRM connections of
+    # their own (``read_executor``), so a slow or hanging host they probe never delays a click or holds a
+    # host's connection that a step waits for. At most ``max_pending_reads`` wait or run; more are refused.
+    reads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="slack-read"))
+    read_executor: Any = None
+    max_pending_reads: int = 8
+    _pending_reads: int = 0
+    _reads_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def background(self, fn: Callable[..., None], *args: Any) -> None:
         def run() -> None:
@@ -84,6 +92,30 @@ class BotContext:
             self.work.submit(run)
         except RuntimeError:  # shutting down: do it here rather than drop it
             run()
+
+    def background_read(self, fn: Callable[..., None], *args: Any) -> bool:
+        """Queue read-only work on the read pool; False (nothing queued) when ``max_pending_reads`` are pending."""
+        with self._reads_lock:
+            if self._pending_reads >= self.max_pending_reads:
+                return False
+            self._pending_reads += 1
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:  # guarded() answers people; this only keeps a broken job from vanishing unseen
+                log.exception("read-only work %s failed", getattr(fn, "__name__", fn))
+            finally:
+                with self._reads_lock:
+                    self._pending_reads -= 1
+
+        try:
+            self.reads.submit(run)
+        except RuntimeError:  # shutting down: reads are not worth finishing
+            with self._reads_lock:
+                self._pending_reads -= 1
+            return False
+        return True
 
     def first_delivery(self, body: dict[str, Any]) -> bool:
         """False for a Slack retry or a replayed click of a delivery already handled (it then does nothing)."""
