@@ -213,7 +213,7 @@ class SetIsSlave:
         new = self._new(ctx, step, old)
         if new == old:
             return f"{path} on {host.name} already has IsSlave {step.params['value']}; nothing to change."
-        return settings_xml.settings_diff(old, new, filename=f"{host.name}:{path}")
+        return settings_xml.settings_change(old, new, filename=f"{host.name}:{path}")
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
         host = _target_host(ctx, target)

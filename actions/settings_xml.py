@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import difflib
 import re
 import string
 import uuid
@@ -27,12 +26,6 @@ _END_TAG = re.compile(r"</([^\s>]+)\s*>")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 _SIBLING_ANCHORS = (SERVER_GUID, "ServerName")
 _ATTRIBUTE_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), ('"', "&quot;"), ("\t", "&#9;"), ("\n", "&#10;"), ("\r", "&#13;"))
-_SECRET_ELEMENT = re.compile(
-    r"(<([\w.:-]*(?:password|pwd|secret|connection|credential|token|key)[\w.:-]*)(?:\s[^>]*)?>)([^<]*)(</\2\s*>)",
-    re.IGNORECASE,
-)
-_SECRET_PAIR = re.compile(r"\b(password|pwd)(\s*=\s*)(\"[^\"]*\"|'[^']*'|[^;\"'<>\s]*)", re.IGNORECASE)
-_MASK = "********"
 
 
 class SettingsXmlError(ExecutionError):
@@ -133,16 +126,36 @@ def set_is_slave(
     return result
 
 
-def settings_diff(old: bytes, new: bytes, *, filename: str) -> str:
-    """A unified diff of two versions of Settings.xml for posting in Slack; empty when the text is equal.
+def settings_change(old: bytes, new: bytes, *, filename: str, element: str = IS_SLAVE) -> str:
+    """What an edit of Settings.xml changes, for Slack, the stored preview and the audit record; "" if nothing.
 
-    Every GUID shows only its last 12 digits; the values of secret-looking elements (connection strings,
-    passwords, keys, tokens) and `Password=` pairs are masked on both sides before diffing.
+    Only the edited element, before and after, and the file's ServerGuid with all but its last 12 digits
+    masked: no other line of the file leaves the host (other elements may hold SMTP passwords,
+    connection strings, keys), whatever their names.
     """
-    old_lines = _lines(_mask_secrets_in(_decode(old)))
-    new_lines = _lines(_mask_secrets_in(_decode(new)))
-    diff = difflib.unified_diff(old_lines, new_lines, fromfile=f"a/{filename}", tofile=f"b/{filename}", lineterm="")
-    return _mask_guids_in("\n".join(diff))
+    if old == new:
+        return ""
+    try:
+        guid = mask_guid(read_server_guid(old))
+    except SettingsXmlError:
+        guid = "not found"
+    absent = f"(no {element} element)"
+    lines = [
+        f"{filename} (ServerGuid {guid}):",
+        f"- {_element_markup_in(old, element) or absent}",
+        f"+ {_element_markup_in(new, element) or absent}",
+    ]
+    return _mask_guids_in("\n".join(lines))
+
+
+def _element_markup_in(content: bytes, name: str) -> str | None:
+    """The markup of the one element called ``name`` on one line, or None when it is absent."""
+    document = _load(content)
+    index = _find_one(document, name, required=False)
+    if index is None:
+        return None
+    found = document.elements[index]
+    return " ".join(document.text[found.start : found.end].split())
 
 
 def mask_guid(guid: str | uuid.UUID) -> str:
@@ -382,22 +395,6 @@ def _escape_attribute(value: str) -> str:
     for char, reference in _ATTRIBUTE_ESCAPES:
         value = value.replace(char, reference)
     return value
-
-
-def _lines(text: str) -> list[str]:
-    lines = re.split(r"\r\n|\r|\n", text)
-    return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def _mask_secrets_in(text: str) -> str:
-    text = _SECRET_ELEMENT.sub(lambda match: match.group(1) + (_MASK if match.group(3) else "") + match.group(4), text)
-    return _SECRET_PAIR.sub(_masked_pair, text)
-
-
-def _masked_pair(match: re.Match[str]) -> str:
-    value = match.group(3)
-    quote = value[0] if value[:1] in ("'", '"') else ""
-    return match.group(1) + match.group(2) + quote + _MASK + quote
 
 
 def _mask_guids_in(text: str) -> str:

@@ -20,7 +20,7 @@ from actions.settings_xml import (
     read_is_slave,
     read_server_guid,
     set_is_slave,
-    settings_diff,
+    settings_change,
 )
 from bot.errors import ExecutionError
 
@@ -367,54 +367,51 @@ def test_content_must_be_bytes() -> None:
 # --- the diff shown before approval ------------------------------------------------------------------
 
 
-def test_diff_of_b2_masks_the_guid() -> None:
-    diff = settings_diff(MASTER, MASTER_WITH_ISSLAVE_TRUE, filename="Settings.xml")
-    assert diff.splitlines() == [
-        "--- a/Settings.xml",
-        "+++ b/Settings.xml",
-        "@@ -4,6 +4,7 @@",
-        " <Settings>",
-        "   <ServerGuid>********-****-****-****-c27d301ad2e5</ServerGuid>",
-        "   <ServerName>as-a</ServerName>",
-        "+  <IsSlave>True</IsSlave>",
-        '   <ServicePort default="443">443</ServicePort>',
-        "   <DatabaseConnection>********</DatabaseConnection>",
-        '   <LogLevel choices="Error,Warning,Info,Debug" default="Info">Info</LogLevel>',
+def test_preview_of_b2_shows_only_the_added_element_and_the_masked_guid() -> None:
+    preview = settings_change(MASTER, MASTER_WITH_ISSLAVE_TRUE, filename="as-a:Settings.xml")
+    assert preview.splitlines() == [
+        "as-a:Settings.xml (ServerGuid ********-****-****-****-c27d301ad2e5):",
+        "- (no IsSlave element)",
+        "+ <IsSlave>True</IsSlave>",
     ]
-    assert MASTER_GUID not in diff
-    assert MASTER_GUID.upper() not in diff
-    assert "\r" not in diff
-    assert "\ufeff" not in diff
+    assert MASTER_GUID not in preview and MASTER_GUID.upper() not in preview
 
 
-def test_diff_of_f2_shows_the_value_change() -> None:
+def test_preview_of_f2_shows_the_value_change() -> None:
     demoted = set_is_slave(SLAVE, False, add_if_absent=False)
-    diff = settings_diff(SLAVE, demoted, filename=r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml")
-    assert '-  <IsSlave choices="True,False" default="False">True</IsSlave>' in diff.splitlines()
-    assert '+  <IsSlave choices="True,False" default="False">False</IsSlave>' in diff.splitlines()
-    assert SLAVE_GUID not in diff
-    assert "********-****-****-****-7a6f2e4b8c90" in diff
-    assert diff.startswith("--- a/C:\\ProgramData\\Attix5 Pro\\AS_Service\\Settings.xml\n")
+    preview = settings_change(SLAVE, demoted, filename=r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml")
+    assert preview.splitlines()[1:] == [
+        '- <IsSlave choices="True,False" default="False">True</IsSlave>',
+        '+ <IsSlave choices="True,False" default="False">False</IsSlave>',
+    ]
+    assert SLAVE_GUID not in preview
+    assert "********-****-****-****-7a6f2e4b8c90" in preview
 
 
-def test_diff_masks_every_guid_and_secret() -> None:
+def test_no_other_line_of_the_file_leaves_the_host() -> None:
+    """Finding 9: secrets in elements, CDATA and attributes with innocent names stay out of the preview."""
     other = str(uuid.UUID(int=0xABCDEF0123456789ABCDEF0123456789))
     old = doc(
         f"<S>\r\n  <Mirror id='{other}'/>\r\n"
-        "  <ConnectionString>Server=db;User ID=sa;Password=hunter2</ConnectionString>\r\n"
-        "  <Proxy user='u' password=\"s3cret\"/>\r\n"
+        '  <add key="SmtpAuth" value="smtp-hunter2"/>\r\n'
+        "  <Notes><![CDATA[db=Server=sql;User ID=sa;Pwd=cdata-s3cret]]></Notes>\r\n"
+        '  <Reporting endpoint="https://u:attr-pass@report.example">on</Reporting>\r\n'
+        "  <ApiKeyish>plain-value-9f8e</ApiKeyish>\r\n"
         f"  <ServerGuid>{{{MASTER_GUID.upper()}}}</ServerGuid>\r\n  <IsSlave>False</IsSlave>\r\n</S>"
     )
     new = set_is_slave(old, True, add_if_absent=False)
-    diff = settings_diff(old, new, filename="Settings.xml")
-    for secret in (MASTER_GUID.upper(), other, "hunter2", "s3cret", "User ID=sa"):
-        assert secret not in diff
-    assert "{********-****-****-****-C27D301AD2E5}" in diff
-    assert "+  <IsSlave>True</IsSlave>" in diff
+    preview = settings_change(old, new, filename="Settings.xml")
+    for secret in (MASTER_GUID.upper(), other, "smtp-hunter2", "SmtpAuth", "cdata-s3cret", "attr-pass", "9f8e"):
+        assert secret not in preview
+    assert preview.splitlines() == [
+        "Settings.xml (ServerGuid {********-****-****-****-C27D301AD2E5}):",
+        "- <IsSlave>False</IsSlave>",
+        "+ <IsSlave>True</IsSlave>",
+    ]
 
 
-def test_diff_of_identical_files_is_empty() -> None:
-    assert settings_diff(SLAVE, set_is_slave(SLAVE, True, add_if_absent=False), filename="Settings.xml") == ""
+def test_preview_of_identical_files_is_empty() -> None:
+    assert settings_change(SLAVE, set_is_slave(SLAVE, True, add_if_absent=False), filename="Settings.xml") == ""
 
 
 # --- GUID helpers ---------------------------------------------------------------------------------
@@ -547,9 +544,10 @@ def test_random_layouts_only_the_value_changes(seed: int) -> None:
     assert restored == variant.encode("True" if current else "False")
 
     guid = read_server_guid(original) if "<ServerGuid>" in variant.before + variant.after else None
-    diff = settings_diff(original, flipped, filename="Settings.xml")
+    preview = settings_change(original, flipped, filename="Settings.xml")
+    assert len(preview.splitlines()) == 3  # the file's name, the element before and after: nothing else
     if guid is not None:
-        assert guid not in diff
+        assert guid not in preview
         assert read_server_guid(flipped) == guid
 
 
