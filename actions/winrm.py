@@ -44,6 +44,7 @@ SHELL_NOT_FOUND = 2150858843
 QUOTA_EXCEEDED = 2150859174
 RESET_FAULTS = frozenset({SHELL_NOT_FOUND, QUOTA_EXCEEDED})
 RECEIVE_PAUSE_S = 0.05
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # per stream of one operation; a Settings.xml read is a few kB
 
 
 # --------------------------------------------------------------------------- request counting
@@ -364,6 +365,7 @@ class WinRMExecutor:
         configured = proto.operation_timeout_sec
         stdout: list[bytes] = []
         stderr: list[bytes] = []
+        kept = {"out": 0, "err": 0}  # bytes kept per stream: beyond MAX_OUTPUT_BYTES, output is read and dropped
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -380,10 +382,20 @@ class WinRMExecutor:
                     if time.monotonic() - asked < RECEIVE_PAUSE_S:
                         time.sleep(max(0.0, min(RECEIVE_PAUSE_S, deadline - time.monotonic())))
                     continue
-                stdout.append(out)
-                stderr.append(err)
+                for name, chunks, data in (("out", stdout, out), ("err", stderr, err)):
+                    room = MAX_OUTPUT_BYTES - kept[name]
+                    if room > 0:
+                        chunks.append(data[:room])
+                    kept[name] += len(data)
+                if kept["out"] > MAX_OUTPUT_BYTES:
+                    raise RemoteOperationFailed(
+                        f"{op}: output larger than {MAX_OUTPUT_BYTES} bytes; truncated and not read", host=host.name
+                    )
                 if done:
-                    return rc, b"".join(stdout), b"".join(stderr)
+                    err_text = b"".join(stderr)
+                    if kept["err"] > MAX_OUTPUT_BYTES:
+                        err_text += b"\n... (error output truncated at %d bytes)" % MAX_OUTPUT_BYTES
+                    return rc, b"".join(stdout), err_text
         finally:
             proto.operation_timeout_sec = configured
 
