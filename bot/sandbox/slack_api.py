@@ -228,12 +228,15 @@ class FakeSlackApi:
         channels: Mapping[str, str] | None = None,
         team_id: str = TEAM_ID,
         bot_user_id: str = BOT_USER_ID,
+        app_token: str | None = None,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"FakeSlackApi binds loopback only, not {host!r}")
         self.host = host
         self.port = port
         self.token = token
+        self.app_token = app_token  # the app-level token (xapp-...), the only one apps.connections.open takes
+        self.socket_mode_url: str | None = None  # what apps.connections.open hands out (a ws:// loopback URL)
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.usergroups: dict[str, list[str]] = {k: list(v) for k, v in (usergroups or {}).items()}
@@ -433,7 +436,7 @@ class FakeSlackApi:
                 self._record(method, params, injected.status, injected.error)
                 return injected.status, {"ok": False, "error": injected.error}, injected.retry_after
             try:
-                self._check_token(auth, params)
+                self._check_token(auth, params, app_level=method in _APP_LEVEL_METHODS)
                 handler = _METHODS.get(method)
                 if handler is None:
                     raise SlackApiError("unknown_method")
@@ -485,7 +488,7 @@ class FakeSlackApi:
             queue.pop(0)
         return injection
 
-    def _check_token(self, auth: str | None, params: dict[str, Any]) -> None:
+    def _check_token(self, auth: str | None, params: dict[str, Any], *, app_level: bool = False) -> None:
         token = None
         if auth and auth.lower().startswith("bearer "):
             token = auth[7:].strip()
@@ -493,8 +496,16 @@ class FakeSlackApi:
             token = str(params["token"])
         if not token:
             raise SlackApiError("not_authed")
-        if token != self.token:
+        wanted, other = (self.app_token, self.token) if app_level else (self.token, self.app_token)
+        if token == other:
+            raise SlackApiError("not_allowed_token_type")  # Slack: a bot token cannot open sockets, and vice versa
+        if token != wanted:
             raise SlackApiError("invalid_auth")
+
+    def _connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.socket_mode_url:
+            raise SlackApiError("socket_mode_not_enabled")  # hypothetical name: no endpoint configured here
+        return {"url": self.socket_mode_url}
 
     def _check_channel(self, channel: Any) -> str:
         if not channel or not isinstance(channel, str):
@@ -791,7 +802,9 @@ class FakeSlackApi:
         return {"messages": [self._as_api_message(m) for m in newest_first], "has_more": False}
 
 
+_APP_LEVEL_METHODS = frozenset({"apps.connections.open"})
 _METHODS: dict[str, Callable[[FakeSlackApi, dict[str, Any]], dict[str, Any]]] = {
+    "apps.connections.open": FakeSlackApi._connections_open,
     "auth.test": FakeSlackApi._auth_test,
     "chat.postMessage": FakeSlackApi._post,
     "chat.update": FakeSlackApi._update,
