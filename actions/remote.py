@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,7 +117,7 @@ def read_file(ex: Executor, host: Host, path: str) -> FileContent:
         return FileContent(False, b"", "")
     try:
         content = base64.b64decode(_get(host, "file.read", r, "content_b64", str), validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or characters outside ASCII
         raise RemoteOperationFailed(f"file.read: content is not base64: {exc}", host=host.name) from exc
     digest = _get(host, "file.read", r, "sha256", str).lower()
     if digest != sha256_hex(content):

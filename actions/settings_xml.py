@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 import string
 import uuid
@@ -129,9 +130,9 @@ def set_is_slave(
 def settings_change(old: bytes, new: bytes, *, filename: str, element: str = IS_SLAVE) -> str:
     """What an edit of Settings.xml changes, for Slack, the stored preview and the audit record; "" if nothing.
 
-    Only the edited element, before and after, and the file's ServerGuid with all but its last 12 digits
-    masked: no other line of the file leaves the host (other elements may hold SMTP passwords,
-    connection strings, keys), whatever their names.
+    Only the edited element, before and after, the file's ServerGuid with all but its last 12 digits
+    masked and the start of the file's SHA-256: no other line of the file leaves the host (other elements
+    may hold SMTP passwords, connection strings, keys), whatever their names.
     """
     if old == new:
         return ""
@@ -140,8 +141,10 @@ def settings_change(old: bytes, new: bytes, *, filename: str, element: str = IS_
     except SettingsXmlError:
         guid = "not found"
     absent = f"(no {element} element)"
+    # The file's digest binds an approval to the whole file as it was shown: an edit anywhere voids it.
+    digest = hashlib.sha256(old).hexdigest()[:16]
     lines = [
-        f"{filename} (ServerGuid {guid}):",
+        f"{filename} (ServerGuid {guid}; file SHA-256 {digest}…):",
         f"- {_element_markup_in(old, element) or absent}",
         f"+ {_element_markup_in(new, element) or absent}",
     ]
@@ -194,7 +197,7 @@ def _load(content: bytes) -> _Document:
     try:
         root = etree.fromstring(content, parser)
     except etree.XMLSyntaxError as exc:
-        message = _mask_guids_in(str(exc.msg))
+        message = " ".join(_mask_guids_in(str(exc.msg)).split())  # libxml2's messages may span lines
         raise SettingsXmlError(f"{FILE} is not well-formed XML: line {exc.lineno}: {message}") from exc
     if root.getroottree().docinfo.doctype:
         raise SettingsXmlError(f"{FILE} has a DOCTYPE declaration; refusing to read or edit it")

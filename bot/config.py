@@ -433,7 +433,10 @@ def _first_error(path: str, exc: ValidationError) -> ConfigError:
 
 
 def _check_url(path: str, field: str, url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise ConfigError(path, field, f"not a WinRM URL ({exc}): {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(path, field, f"not a WinRM URL (want http(s)://host:port/wsman): {url!r}")
     try:

@@ -16,6 +16,8 @@ FailoverBotError
 
 from __future__ import annotations
 
+import re
+
 
 class FailoverBotError(Exception):
     """Base of every error this project raises on purpose."""
@@ -35,7 +37,12 @@ class ConfigError(UserError):
         self.field = field
         self.problem = problem
         where = f"{file}: {field}" if field else file
-        super().__init__(f"{where}: {problem}")
+        super().__init__(_one_line(f"{where}: {problem}"))
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line (YAML and pydantic messages, and keys from the file, may hold line breaks)."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
 
 
 class UsageError(UserError):

@@ -6,6 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles. "ci" (the default) keeps the property and fuzz suites within their time budget
+# on two cores; a failure prints the seed and a @reproduce_failure blob. HYPOTHESIS_PROFILE=thorough
+# tries many more inputs.
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLE_CONFIG = SHARED / "spec" / "example-config.yml"

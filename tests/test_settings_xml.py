@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
 import random
 import re
 import uuid
@@ -367,10 +368,14 @@ def test_content_must_be_bytes() -> None:
 # --- the diff shown before approval ------------------------------------------------------------------
 
 
+def _sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
 def test_preview_of_b2_shows_only_the_added_element_and_the_masked_guid() -> None:
     preview = settings_change(MASTER, MASTER_WITH_ISSLAVE_TRUE, filename="as-a:Settings.xml")
     assert preview.splitlines() == [
-        "as-a:Settings.xml (ServerGuid ********-****-****-****-c27d301ad2e5):",
+        f"as-a:Settings.xml (ServerGuid ********-****-****-****-c27d301ad2e5; file SHA-256 {_sha(MASTER)}…):",
         "- (no IsSlave element)",
         "+ <IsSlave>True</IsSlave>",
     ]
@@ -404,7 +409,7 @@ def test_no_other_line_of_the_file_leaves_the_host() -> None:
     for secret in (MASTER_GUID.upper(), other, "smtp-hunter2", "SmtpAuth", "cdata-s3cret", "attr-pass", "9f8e"):
         assert secret not in preview
     assert preview.splitlines() == [
-        "Settings.xml (ServerGuid {********-****-****-****-C27D301AD2E5}):",
+        f"Settings.xml (ServerGuid {{********-****-****-****-C27D301AD2E5}}; file SHA-256 {_sha(old)}…):",
         "- <IsSlave>False</IsSlave>",
         "+ <IsSlave>True</IsSlave>",
     ]
