@@ -132,7 +132,7 @@ def _first_word(text: str) -> str:
 @SLOW
 @given(text=COMMAND_TEXT, who=st.sampled_from([(MALLORY, "C0INCIDENT"), (ALICE, "C0ELSEWHERE"), (MALLORY, "")]))
 def test_fuzz_slash_command_text(rh: Rehearsal, text: str, who: tuple[str, str]) -> None:
-    assume(_first_word(text) != "check")  # reaches hosts: covered by its own tests, too slow for a fuzzer
+    assume(_first_word(text) not in ("check", "readiness"))  # reach hosts: their own tests; too slow here
     user, channel = who
     before = _answers(rh, user)
     response = rh.person(user).command(text, channel=channel)

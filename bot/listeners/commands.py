@@ -31,7 +31,7 @@ def register(app: App, ctx: BotContext) -> None:
     @app.command("/failover")
     def failover(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()  # first: Slack wants an answer within 3 s; the work is queued behind it
-        if (body.get("text") or "").split()[:1] == ["check"]:  # reaches hosts: its own pool and connections
+        if (body.get("text") or "").lower().split()[:1] in (["check"], ["readiness"]):  # reach hosts: own pool
             if not ctx.background_read(_work, ctx, body, respond):
                 ctx.background(_reply, respond, "Too many checks are running right now; try again in a minute.")
         else:
