@@ -183,10 +183,13 @@ class Bench:
                 action = ActionId.DONE
             if action == ActionId.DONE and step.spec.choices:
                 value = ButtonRef(run_id, step.id, cur.row.attempt, step.spec.choices[0]).encode()
-            message = self._message_with(run_id, step.id, str(action), value)
+            message, action_id = self._message_with(run_id, step.id, str(action), value)
+            if action_id.endswith(":modal"):  # a form (a deletion, B25's list): people fill it in, not a burst
+                rh.act_once(run_id, cur, approvers)
+                continue
             first = CAROL if cur.approvers and cur.approvers[0] == BOB else BOB
             order = [first, *(a for a in approvers if a != first)]
-            batch = [self.sign_click(order[i % 2], message, str(action), value) for i in range(concurrency)]
+            batch = [self.sign_click(order[i % 2], message, action_id, value) for i in range(concurrency)]
             before = (cur.state, cur.row.attempt, len(cur.approvers), len(cur.mark_done_votes))
             for code, seconds in self.burst(batch):
                 stats.statuses[code] += 1
@@ -194,15 +197,20 @@ class Bench:
             rh.wait_until(f"{step.id} to move on", partial(rh._moved, run_id, step.id, before))
         raise RuntimeError(f"{run_id} did not finish")
 
-    def _message_with(self, run_id: str, step_id: str, action: str, value: str | None) -> Any:
-        """The step's card once it shows the button (the card can lag the run's state by a moment)."""
+    def _message_with(self, run_id: str, step_id: str, action: str, value: str | None) -> tuple[Any, str]:
+        """The step's card once it shows the button, and the button's action_id (``step_done:<choice>``)."""
         from bot.sandbox.people import buttons
 
         deadline = time.monotonic() + 10
         while True:
             msg = self.rh.message_of(run_id, step_id)
-            if any(b.action_id == action and (value is None or b.value == value) for b in buttons(msg.blocks)):
-                return msg
+            found = [
+                b
+                for b in buttons(msg.blocks)
+                if b.action_id.split(":", 1)[0] == action and (value is None or b.value == value)
+            ]
+            if found:
+                return msg, found[0].action_id
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {action} button on {step_id}'s card")
             time.sleep(0.01)

@@ -15,9 +15,9 @@ from actions.winrm import WinRMExecutor
 from bot import config as cfg
 from bot.config import Config
 from bot.errors import ConfigError, ExecutionError
-from bot.listeners import actions, commands, home
+from bot.listeners import actions, commands, home, views
 from bot.listeners.common import BotContext, GroupDirectory
-from bot.presenter import Presenter
+from bot.presenter import Presenter, StatusRefresher
 from bot.readiness.watch import ReadinessWatch
 from bot.reporting import ReportPoster
 from bot.runs.service import RunService
@@ -49,11 +49,13 @@ class Runtime:
     reminders: Reminders
     readiness: ReadinessWatch
     reports: ReportPoster
+    refresher: StatusRefresher
     signing_secret: str = ""  # empty in Socket Mode, where Slack does not sign deliveries
 
     def close(self) -> None:
         self.context.reads.shutdown(wait=False, cancel_futures=True)  # read-only: not worth waiting for
         self.context.work.shutdown(wait=True)  # finish what people already clicked
+        self.refresher.close()
         self.readiness.close()
         self.reminders.close()
         self.context.worker.close()
@@ -91,6 +93,7 @@ def build_app(ctx: BotContext, *, token: str, signing_secret: str, socket_mode: 
     commands.register(app, ctx)
     actions.register(app, ctx)
     home.register(app, ctx)
+    views.register(app, ctx)
 
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> None:
@@ -167,4 +170,5 @@ def build_runtime(
         readiness=readiness,
         reports=reports,
         signing_secret=signing_secret,
+        refresher=StatusRefresher(presenter),
     )

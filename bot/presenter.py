@@ -14,11 +14,12 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.cards import direction_title, status_card, step_card
+from bot.blocks.cards import direction_title, escape, status_card, step_card, step_mentions
 from bot.blocks.text import escape_mrkdwn
 from bot.runs.estimate import Estimator
 from bot.runs.machine import StepState
 from bot.runs.service import RunService, RunView
+from bot.runs.worker import bot_executes
 from bot.store.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,15 @@ class Presenter:
         *,
         post_interval_s: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
+        refresh_s: float = 60.0,
     ) -> None:
         self.service = service
         self.client = client
         self.clock = clock
+        self.refresh_s = refresh_s  # the status card of an active run is re-rendered about this often
+        self._refreshed: dict[str, datetime] = {}  # run -> when its status card was last rendered
+        self._refused: dict[str, dict[str, str]] = {}  # run -> step -> Slack's error for its refused message
+        self._links: dict[str, str] = {}  # message ts -> permalink
         self.pacer = ChannelPacer(post_interval_s)
         self.estimator = Estimator(service.store)
         self._locks: dict[str, threading.Lock] = {}
@@ -126,6 +132,64 @@ class Presenter:
         left = self.estimator.left(view)
         return left.text() if left is not None else None
 
+    def _status_card(self, view: RunView, now: datetime) -> list[dict[str, Any]]:
+        self._refreshed[view.run.id] = now
+        refused = self._refused.get(view.run.id, {})
+        problems = [
+            f"Slack refused the message of step {step} (`{escape(error)}`): its buttons are not shown. "
+            "The bot's log has the details."
+            for step, error in refused.items()
+        ]
+        return status_card(
+            view,
+            now,
+            self.left(view),
+            settings=self.service.config.slack,
+            links=self._step_links(view),
+            problems=problems,
+        )
+
+    def _step_links(self, view: RunView) -> dict[str, str]:
+        cur = view.current
+        ts = cur.row.message_ts if cur is not None else None
+        if cur is None or not ts or ts.startswith("posting") or not view.run.channel:
+            return {}
+        if ts not in self._links:
+            try:
+                self._links[ts] = str(
+                    self.client.chat_getPermalink(channel=view.run.channel, message_ts=ts)["permalink"]
+                )
+            except SlackApiError as exc:
+                log.info("no permalink for %s: %s", ts, exc.response.get("error"))
+                return {}
+        return {cur.step.id: self._links[ts]}
+
+    def open_thread(self, run_id: str) -> str:
+        """Post the run's status card (the thread's root) if it is not there yet; Slack's refusal is raised."""
+        with self._lock(run_id):
+            view = self.service.view(run_id)
+            run = view.run
+            if run.thread_ts is not None:
+                return run.thread_ts
+            ts = self.post(run.channel, direction_title(view), self._status_card(view, self.clock()))
+            self.service.set_thread(run_id, run.channel, ts)
+            self._rendered[ts] = ""
+            return ts
+
+    def refresh(self) -> bool:
+        """Re-render the active run's status card if it is older than ``refresh_s`` (paced: one update per run).
+
+        Called about every few seconds; the card's elapsed and waiting times stay true. True if it was due.
+        """
+        run = self.service.active_run()
+        if run is None or not run.thread_ts:
+            return False
+        last = self._refreshed.get(run.id)
+        if last is not None and (self.clock() - last).total_seconds() < self.refresh_s:
+            return False
+        self.sync(run.id, "refresh")
+        return True
+
     def _sync(self, run_id: str) -> None:
         view = self.service.view(run_id)
         run = view.run
@@ -134,28 +198,54 @@ class Presenter:
         now = self.clock()
         title = direction_title(view)
         if run.thread_ts is None:
-            ts = self.post(run.channel, title, status_card(view, now, self.left(view)))
+            ts = self.post(run.channel, title, self._status_card(view, now))
             self.service.set_thread(run_id, run.channel, ts)
             view = self.service.view(run_id)
             self._rendered[ts] = ""
         thread = view.run.thread_ts
         assert thread is not None
+        settings = self.service.config.slack
         for sv in view.steps:
             if sv.row.posted_at is None:
                 continue  # never reached, or not needed
-            blocks = step_card(view, sv)
+            blocks = step_card(view, sv, settings=settings)
             text = escape_mrkdwn(f"{sv.step.id} {sv.step.title}: {sv.state.replace('_', ' ')}")
             if sv.row.message_ts is None:
                 if not self.service.claim_message(run_id, sv.step.id):
                     continue  # another process posts it
-                ts = self.post(run.channel, text, blocks, thread_ts=thread)
+                # The first post pings the people the step waits on (edits notify nobody; a thread reply alone
+                # notifies only those who follow the thread).
+                pings = step_mentions(settings, view, sv) if waits_on_approvers(sv) else []
+                try:
+                    ts = self.post(run.channel, " ".join([text, *pings]), blocks, thread_ts=thread)
+                except SlackApiError as exc:
+                    self._refused_post(view, sv, str(exc.response.get("error")))
+                    continue
+                self._refused.get(run_id, {}).pop(sv.step.id, None)
                 self.service.set_message_ts(run_id, sv.step.id, ts)
                 self._rendered[ts] = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
             elif not sv.row.message_ts.startswith("posting"):
                 self._update(run.channel, sv.row.message_ts, text, blocks)
             self._announce(view, sv)
-        self._update(run.channel, thread, title, status_card(view, now, self.left(view)))
+        self._update(run.channel, thread, title, self._status_card(self.service.view(run_id), now))
         self._announce_run(view)
+
+    def _refused_post(self, view: RunView, sv: Any, error: str) -> None:
+        """Slack refused a step's message: say so in the thread in plain words and on the status card."""
+        log.error("Slack refused the message of %s %s: %s", view.run.id, sv.step.id, error)
+        self.service.release_message_claim(view.run.id, sv.step.id)
+        refused = self._refused.setdefault(view.run.id, {})
+        if refused.get(sv.step.id) == error:
+            return  # said already
+        refused[sv.step.id] = error
+        self.post(
+            view.run.channel,
+            f"⚠️ Slack refused the message of step {sv.step.id} ({sv.step.title}): {error}. The step waits, but "
+            f"its buttons cannot be shown. `/failover status` shows where {view.run.id} stands; an operator can "
+            "`/failover abort` it. The bot's log has the details.",
+            thread_ts=view.run.thread_ts,
+            broadcast=True,
+        )
 
     def _announce(self, view: RunView, sv: Any) -> None:
         if sv.state != StepState.FAILED:
@@ -192,3 +282,38 @@ class Presenter:
         run = self.service.get_run(run_id)
         if run.channel and run.thread_ts:
             self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=broadcast)
+
+
+def waits_on_approvers(sv: Any) -> bool:
+    """The step cannot move until an approver acts (approve, Done, Retry, Mark done)."""
+    if sv.state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN):
+        return True
+    return bool(sv.state == StepState.APPROVED and not bot_executes(sv.step))
+
+
+class StatusRefresher:
+    """Keeps the active run's status card true: asks the presenter every ``tick_s`` (it paces itself)."""
+
+    def __init__(self, presenter: Presenter, tick_s: float = 5.0) -> None:
+        self.presenter = presenter
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> StatusRefresher:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="status-refresh", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.presenter.refresh()
+            except Exception:  # a database or Slack hiccup must not end the refreshing for good
+                log.exception("refreshing the status card failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -148,6 +148,7 @@ def start_up(runtime: Runtime) -> None:
         runtime.context.worker.kick(active.id)
     runtime.reminders.start()  # sends only on the replica holding the scheduler lock
     runtime.readiness.start()  # rounds run only on that replica too
+    runtime.refresher.start()  # the active run's status card stays true (paced, one update a minute)
 
 
 class HttpBot:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from actions import settings_xml
-from bot.blocks.render import render_thread
+from bot.blocks.render import render_blocks, render_thread
 from bot.report import build_report
 from bot.runs.machine import StepState
 from bot.sandbox.rehearsal import Rehearsal, rehearsal
@@ -85,7 +85,11 @@ def test_full_failover_and_failback_by_three_people(rh: Rehearsal) -> None:
     assert "Failover site-a → site-b · FO-1" in text
     for step in ("F0", "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8"):
         assert f"{step} ·" in text
-    assert "127.0.20.21:443" in text and "127.0.20.22:443" in text  # F6's Console values
+    # a finished step collapses to one line; while it was current its card showed the Console values
+    f6 = rh.message_of(fo, "F6")
+    first = render_blocks(f6.history[0][1] if f6.history else f6.blocks)
+    assert "127.0.20.21:443" in first and "127.0.20.22:443" in first
+    assert "127.0.20.21:443" not in render_blocks(f6.blocks)
     assert "completed" in text and "[!Abort run!]" not in text  # finished: no buttons left
 
     for host in ("as-a", "ss-a1", "ss-a2"):
@@ -225,16 +229,20 @@ def test_destructive_step_rules(tmp_path: Path) -> None:
             for b in msg.blocks
             if b["type"] == "actions"
             for e in b["elements"]
-            if e["action_id"] == str(ActionId.APPROVE)
+            if e["action_id"].startswith(str(ActionId.APPROVE))
         ][0]
-        assert approve["style"] == "danger" and approve["confirm"]["style"] == "danger"
-        assert "127.0.20.21:443" in approve["confirm"]["text"]["text"]  # names what will be deleted
+        assert approve["style"] == "danger" and "confirm" not in approve  # the modal is the confirmation
         assert "0 of 2" in approve["text"]["text"]
-        r.click(ALICE, fb, "B11", ActionId.APPROVE)  # the initiator may not approve a delete
+        r.click(ALICE, fb, "B11", ActionId.APPROVE)  # the initiator may not approve a delete: no form opens
         r.wait_until(
             "initiator refused", lambda: any("You started this run" in e.text for e in r.slack.ephemerals(ALICE))
         )
-        r.click(BOB, fb, "B11", ActionId.APPROVE)
+        assert r.slack.views(ALICE, open_only=False) == []
+        modal = r.click(BOB, fb, "B11", ActionId.APPROVE)
+        assert modal is not None and modal.callback_id == "modal_approve"
+        assert "127.0.20.21:443" in json.dumps(modal.view["blocks"])  # names what will be deleted
+        assert "This is a deletion" in json.dumps(modal.view["blocks"])
+        assert json.loads(modal.private_metadata)["round"] == 0
         r.wait_until("1 of 2 shown", lambda: "1 of 2" in json.dumps(r.message_of(fb, "B11").blocks))
         r.click(BOB, fb, "B11", ActionId.APPROVE)  # same person twice counts once
         r.wait_until("bob already", lambda: any("already approved" in e.text for e in r.slack.ephemerals(BOB)))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from bot.blocks.text import escape_mrkdwn as escape
+from bot.config import Config, SlackSettings
+from bot.runs import policy
 from bot.runs.machine import StepState
+from bot.runs.runbook import Plan
 from bot.runs.service import RunView, StepView
 from bot.runs.worker import bot_executes
 from bot.slack_ids import ActionId, BlockId, ButtonRef
@@ -44,7 +48,12 @@ def context(text: str) -> dict[str, Any]:
 
 
 def button(
-    text: str, action: ActionId, ref: ButtonRef, *, style: str | None = None, confirm: dict[str, Any] | None = None
+    text: str,
+    action: ActionId | str,
+    ref: ButtonRef,
+    *,
+    style: str | None = None,
+    confirm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     b: dict[str, Any] = {
         "type": "button",
@@ -79,6 +88,13 @@ def hhmm(value: datetime | None) -> str:
     return as_utc(value).strftime("%H:%M:%S UTC") if value else "?"
 
 
+def when(value: datetime | None) -> str:
+    """A time every reader sees in their own time zone (Slack's ``<!date^…>``), UTC as the fallback."""
+    if value is None:
+        return "?"
+    return f"<!date^{int(as_utc(value).timestamp())}^{{time_secs}}|{hhmm(value)}>"
+
+
 def duration(seconds: float) -> str:
     s = int(seconds)
     if seconds < 60:
@@ -86,6 +102,44 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60} s"
     return f"{s // 3600} h {(s % 3600) // 60} min"
+
+
+# ---------------------------------------------------------------------------- who can act
+
+
+def approvers_who_can_act(settings: SlackSettings, view: RunView, sv: StepView) -> list[str]:
+    """Approvers (by id) who can move the step on now: not those who already approved a deletion, nor its initiator."""
+    users = list(settings.approvers)
+    if sv.step.risk == "destructive" and sv.state == StepState.AWAITING_APPROVAL:
+        users = [u for u in users if u not in sv.approvers]
+        if not settings.initiator_may_approve_destructive:
+            users = [u for u in users if u != view.run.initiator]
+    return users
+
+
+def who_can_act(settings: SlackSettings, view: RunView, sv: StepView) -> str:
+    """``<@bob> or <@carol> — not <@alice>, who started the run`` (user groups are named at escalation only)."""
+    users = approvers_who_can_act(settings, view, sv)
+    names = [f"<@{u}>" for u in users]
+    text = " or ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + f" or {names[-1]}"
+    if settings.approver_groups and not names:
+        text = "a member of the approver group"
+    elif settings.approver_groups:
+        text += " (or a member of the approver group)"
+    excluded = (
+        sv.step.risk == "destructive"
+        and sv.state == StepState.AWAITING_APPROVAL
+        and not settings.initiator_may_approve_destructive
+        and view.run.initiator in settings.approvers
+    )
+    if excluded:
+        text += f" — not <@{view.run.initiator}>, who started the run"
+    return text or "nobody (no approvers are configured)"
+
+
+def step_mentions(settings: SlackSettings, view: RunView, sv: StepView) -> list[str]:
+    """Whom to ping once when a step starts waiting on people (a thread reply alone notifies nobody)."""
+    return [f"<@{u}>" for u in approvers_who_can_act(settings, view, sv)]
 
 
 # ---------------------------------------------------------------------------- status card
@@ -117,7 +171,38 @@ def waiting_on(sv: StepView) -> str:
     return "-"
 
 
-def status_card(view: RunView, now: datetime, left: str | None = None) -> list[dict[str, Any]]:
+def on_it(view: RunView, step_id: str) -> str | None:
+    """Who pressed "I'm on it" on ``step_id`` this round, if anyone."""
+    facts = _facts(view)
+    held = facts.get(f"on_it.{step_id}")
+    if isinstance(held, dict) and held.get("round") == view.step(step_id).row.attempt:
+        return str(held.get("user") or "") or None
+    return None
+
+
+def _facts(view: RunView) -> dict[str, Any]:
+    try:
+        facts = json.loads(view.run.facts or "{}")
+    except ValueError:
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _next_step(view: RunView, cur: StepView) -> StepView | None:
+    later = [sv for sv in view.steps if sv.step.index > cur.step.index and sv.state == StepState.PENDING]
+    return later[0] if later else None
+
+
+def status_card(
+    view: RunView,
+    now: datetime,
+    left: str | None = None,
+    *,
+    settings: SlackSettings | None = None,
+    links: Mapping[str, str] | None = None,
+    problems: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The thread's root: true at every refresh (times in each reader's zone), who can act, and what comes next."""
     run = view.run
     total = len(view.steps)
     cur = view.current
@@ -128,14 +213,16 @@ def status_card(view: RunView, now: datetime, left: str | None = None) -> list[d
         f"*Scope*\n{run.scope}"
         + (f" ({escape(run.storage)})" if run.storage else "")
         + (" · rebuilt" if run.rebuilt else ""),
-        f"*Started by*\n<@{run.initiator}> at {hhmm(run.created_at)}",
+        f"*Started by*\n<@{run.initiator}> at {when(run.created_at)}",
         f"*Progress*\nstep {min(view.done_count + (1 if cur else 0), total)} of {total}",
-        f"*Elapsed*\n{duration(elapsed)}",
+        f"*Elapsed*\n{duration(elapsed)}" + ("" if run.finished_at else f" (as of {when(now)})"),
     ]
     if cur is not None and run.state == "active":
         since = cur.row.posted_at or cur.row.updated_at
         waited = (now - as_utc(since)).total_seconds() if since else 0.0
-        fields.append(f"*Current step*\n{cur.step.id} {cur.step.title}")
+        title = f"{cur.step.id} {cur.step.title}"
+        link = (links or {}).get(cur.step.id)
+        fields.append(f"*Current step*\n<{link}|{escape(title)}>" if link else f"*Current step*\n{escape(title)}")
         fields.append(f"*Waiting on*\n{waiting_on(cur)} for {duration(waited)}")
         if left:
             fields.append(f"*Left*\n{left}")
@@ -143,12 +230,34 @@ def status_card(view: RunView, now: datetime, left: str | None = None) -> list[d
         {"type": "header", "text": {"type": "plain_text", "text": direction_title(view)[:150]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields[:10]]},
     ]
+    if cur is not None and run.state == "active":
+        holder = on_it(view, cur.step.id)
+        lines = []
+        if settings is not None and _waits_on_approvers(cur):
+            lines.append(f"*Who can act:* {who_can_act(settings, view, cur)}")
+        if holder:
+            lines.append(f"*On it:* <@{holder}>")
+        nxt = _next_step(view, cur)
+        lines.append(f"*Next:* {nxt.step.id} {escape(nxt.step.title)}" if nxt else "*Next:* the run completes")
+        blocks.append(section("\n".join(lines)))
     if run.abort_reason:
         blocks.append(section(f"*Aborted:* {escape(run.abort_reason)}"))
+    for problem in problems[:5]:
+        blocks.append(section(f"⚠️ {problem}"))
     plan = "  ".join(f"{ICON.get(StepState(sv.state), '·')}{sv.step.id}" for sv in view.steps)
     blocks.append(context(f"Plan: {plan}"))
     blocks.append(context("Steps follow in this thread, one at a time. `/failover status` any time."))
+    if cur is not None and run.state == "active":
+        menu = overflow(view, cur, on_status_card=True)
+        if menu is not None:
+            blocks.append({"type": "actions", "block_id": str(BlockId.RUN_ACTIONS), "elements": [menu]})
     return blocks
+
+
+def _waits_on_approvers(sv: StepView) -> bool:
+    if sv.state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN):
+        return True
+    return sv.state == StepState.APPROVED and not bot_executes(sv.step)
 
 
 def status_text(view: RunView, now: datetime, permalink: str | None = None, left: str | None = None) -> str:
@@ -164,6 +273,9 @@ def status_text(view: RunView, now: datetime, permalink: str | None = None, left
         lines.append(f"Waiting on {waiting_on(cur)} for {duration(waited)}")
         if left:
             lines.append(f"Left: {left}")
+        holder = on_it(view, cur.step.id)
+        if holder:
+            lines.append(f"On it: <@{holder}> (pressed “I'm on it”)")
     if permalink:
         lines.append(f"Thread: <{permalink}|open the incident thread>")
     return "\n".join(lines)
@@ -171,32 +283,74 @@ def status_text(view: RunView, now: datetime, permalink: str | None = None, left
 
 # ---------------------------------------------------------------------------- step card
 
+FINISHED = (StepState.SUCCEEDED, StepState.SKIPPED, StepState.MARKED_DONE)
+
+
+def _result(sv: StepView) -> dict[str, Any]:
+    if not sv.row.result:
+        return {}
+    try:
+        result = json.loads(sv.row.result)
+    except ValueError:
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def _took(sv: StepView) -> str:
+    row = sv.row
+    if row.started_at and row.finished_at:
+        return duration((as_utc(row.finished_at) - as_utc(row.started_at)).total_seconds())
+    return ""
+
+
+def collapsed_line(sv: StepView) -> str:
+    """A finished step in one line: ``✅ F2 · IsSlave False on as-b · 0.1 s · approved by @bob``."""
+    state = StepState(sv.state)
+    result = _result(sv)
+    parts = [f"{ICON.get(state, '·')} {sv.step.id} · {escape(sv.step.title)}"]
+    took = _took(sv)
+    if took:
+        parts.append(took)
+    if state == StepState.SUCCEEDED:
+        if result.get("choice"):
+            parts.append(escape(str(result["choice"]).replace("_", " ")))
+        if result.get("by"):
+            parts.append(f"done by <@{result['by']}>")
+        if sv.approvers:
+            parts.append(f"approved by {people(sv.approvers)}")
+        if result.get("summary"):
+            parts.append(escape(_summary_line(str(result["summary"]))))
+            passed = sum(1 for line in str(result["summary"]).splitlines() if line.strip().startswith("✓"))
+            if passed:
+                parts.append(f"{passed} checks passed")
+    elif state == StepState.SKIPPED:
+        reason = str(result.get("reason") or "")
+        who = f" by <@{result['by']}>" if result.get("by") else ""
+        parts.append(f"skipped{who}" + (f": {escape(reason)[:200]}" if reason else ""))
+    elif state == StepState.MARKED_DONE:
+        parts.append(f"marked done by {people(sv.mark_done_votes)}")
+    lines = [" · ".join(parts)]
+    # a read-only check (F0) lists only its problems; the rest is in the report
+    lines += [escape(line.strip()) for line in str(result.get("summary", "")).splitlines()[1:] if _is_problem(line)]
+    return "\n".join(lines[:12])
+
+
+def _summary_line(summary: str) -> str:
+    first = summary.strip().splitlines()[0] if summary.strip() else ""
+    return first if len(first) <= 300 else first[:297] + "…"
+
+
+def _is_problem(line: str) -> bool:
+    return line.strip().startswith(("✗", "·", "⚠"))  # failed, or could not run (a host that is down)
+
 
 def _result_line(sv: StepView) -> str:
     row = sv.row
-    result: dict[str, Any] = {}
-    if row.result:
-        try:
-            result = json.loads(row.result)
-        except ValueError:
-            result = {}
-    took = ""
-    if row.started_at and row.finished_at:
-        took = f" in {duration((as_utc(row.finished_at) - as_utc(row.started_at)).total_seconds())}"
+    took = f" in {_took(sv)}" if _took(sv) else ""
     state = StepState(sv.state)
     by = f" · approved by {people(sv.approvers)}" if sv.approvers else ""
-    if state == StepState.SUCCEEDED:
-        who = f" by <@{result['by']}>" if result.get("by") else ""
-        choice = f" ({result['choice']})" if result.get("choice") else ""
-        summary = escape(str(result.get("summary", "")))
-        return f"✅ Done{who}{choice}{took} at {hhmm(row.finished_at)}{by}" + (f"\n{summary}" if summary else "")
     if state == StepState.FAILED:
-        return f"❌ Failed{took} at {hhmm(row.finished_at)}: {escape(row.error or 'unknown error')}{by}"
-    if state == StepState.SKIPPED:
-        reason = escape(str(result.get("reason") or ""))
-        return f"⏭ Skipped at {hhmm(row.finished_at)}" + (f": {reason}" if reason else "")
-    if state == StepState.MARKED_DONE:
-        return f"☑️ Marked done at {hhmm(row.finished_at)} by {people(sv.mark_done_votes)}"
+        return f"❌ Failed{took} at {when(row.finished_at)}: {escape(row.error or 'unknown error')}{by}"
     if state == StepState.UNKNOWN and row.error:
         return f"⚠️ Outcome unknown: {escape(row.error)}. Check by hand, then Retry, Mark done (two approvers) or Abort."
     if state == StepState.UNKNOWN:
@@ -205,7 +359,7 @@ def _result_line(sv: StepView) -> str:
             "Check by hand, then Retry, Mark done (two approvers) or Abort."
         )
     if state == StepState.RUNNING:
-        return f"⚙️ Running since {hhmm(row.started_at)}{by}"
+        return f"⚙️ Running since {when(row.started_at)}{by}"
     if state == StepState.APPROVED:
         if bot_executes(sv.step):
             return f"👍 Approved{by} — starting"
@@ -218,7 +372,9 @@ def _result_line(sv: StepView) -> str:
         if bot_executes(sv.step):
             return "⏳ Waiting for an approver to press Approve"
         return "⏳ Waiting for someone to do this and press Done"
-    return ""
+    if state in FINISHED:
+        return collapsed_line(sv)
+    return "·"
 
 
 def _targets_lines(sv: StepView) -> list[str]:
@@ -226,8 +382,7 @@ def _targets_lines(sv: StepView) -> list[str]:
     for t in sv.step.targets:
         row = sv.targets.get(t.key)
         if row is None:
-            lines.append(f"• {escape(t.label)}")
-            continue
+            continue  # a target without a row of its own is named in the instructions already
         detail = ""
         if row.state == StepState.FAILED and row.error:
             detail = f" — {escape(row.error[:200])}"
@@ -252,45 +407,90 @@ def _chunks(lines: list[str], limit: int = SECTION_LIMIT) -> list[str]:
     return out
 
 
-def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
-    """One step as a threaded message: what, where, concrete values, preview, status and buttons."""
+def delete_keep_lines(sv: StepView) -> list[str]:
+    """What a destructive step deletes and keeps, target by target, as the person must read it."""
+    lines = []
+    for t in sv.step.targets:
+        said = t.values.get("instructions") or t.label
+        lines.append(f"• *DELETE* per {escape(t.label)}: {escape(said)}")
+    return lines
+
+
+def delete_keep_block(sv: StepView) -> str:
+    return "*⚠️ Exactly this is deleted — nothing else:*\n" + "\n".join(delete_keep_lines(sv))
+
+
+def recorded_for(view: RunView, sv: StepView) -> str:
+    """A list people entered at an earlier step (B25's Groups), shown on the step that names it (B36)."""
+    facts = _facts(view)
+    out = []
+    for earlier in view.steps:
+        spec = earlier.step.spec
+        if earlier.step.index >= sv.step.index or not spec.records or spec.choices:
+            continue
+        if not re.search(rf"\b{earlier.step.id}\b", sv.step.instructions) or spec.records not in facts:
+            continue
+        values = facts[spec.records]
+        listed = ", ".join(escape(str(v)) for v in values) if isinstance(values, list) else escape(str(values))
+        out.append(f"*Recorded at {earlier.step.id} (leave these as they were):* {listed or 'none'}")
+    return "\n".join(out)
+
+
+def _said_already(preview: str, instructions: str) -> bool:
+    """A preview that only repeats the instructions (or a target line) is not shown twice."""
+    flat = " ".join(preview.split())
+    return not flat or flat in " ".join(instructions.split())
+
+
+def step_card(view: RunView, sv: StepView, *, settings: SlackSettings | None = None) -> list[dict[str, Any]]:
+    """One step as a threaded message: what, where, concrete values, preview, status and buttons.
+
+    A finished step collapses to one line; its details are in the report.
+    """
     step = sv.step
+    if StepState(sv.state) in FINISHED:
+        return [section(collapsed_line(sv))]
     total = len(view.steps)
     ref = ButtonRef(view.run.id, step.id, sv.row.attempt, fingerprint=sv.row.fingerprint or "")
-    where = escape(", ".join(t.label for t in step.targets)) if not step.fanout else f"{len(step.targets)} targets"
-    risk = "*DESTRUCTIVE*" if step.risk == "destructive" else step.risk
+    where = ", ".join(t.label for t in step.targets) if not step.fanout else f"{len(step.targets)} targets"
+    destructive = step.risk == "destructive"
+    risk = "*DESTRUCTIVE*" if destructive else step.risk
+    title = f"⚠️ DELETE · {step.id} · {step.title}" if destructive else f"{step.id} · {step.title}"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f"{step.id} · {step.title}"[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
         context(
-            f"Step {step.index} of {total} · {step.kind} · {risk} · {where} · KB {step.kb}"
+            f"Step {step.index} of {total} · {step.kind} · {risk} · {escape(where)} · KB {step.kb}"
             + (" · optional" if step.optional else "")
         ),
-        section(escape(step.instructions)),
     ]
+    # Long instructions (one line per target on a big platform) are split over sections, never clipped.
+    blocks += [section(chunk.rstrip()) for chunk in _chunks(escape(step.instructions).splitlines())[:20]]
     if sv.approval_note:
         blocks.append(context(f":warning: {sv.approval_note}"))
+    recorded = recorded_for(view, sv)
+    if recorded:
+        blocks.append(section(recorded))
+    if destructive:
+        blocks.append(section(delete_keep_block(sv)))
     preview = sv.row.preview or ""
-    if preview:
+    if preview and not _said_already(preview, step.instructions):
         blocks.append(section("*What will happen:*\n```" + clip(escape(preview), SECTION_LIMIT - 40) + "```"))
     if step.fanout and len(step.targets) > 0:
         for chunk in _chunks(_targets_lines(sv))[:20]:
             blocks.append(section(chunk))
-    blocks.append(context(_result_line(sv)))
-    if view.run.state == "active" and sv.state not in (StepState.SUCCEEDED, StepState.SKIPPED, StepState.MARKED_DONE):
-        buttons = _buttons(view, sv, ref)
-        needs_reason = any(b["action_id"] in (ActionId.SKIP, ActionId.MARK_DONE) for b in buttons)
-        if needs_reason:
-            blocks.append(
-                {
-                    "type": "input",
-                    "block_id": str(BlockId.REASON),
-                    "optional": True,
-                    "label": {"type": "plain_text", "text": "Reason (for Skip or Mark done)"},
-                    "element": {"type": "plain_text_input", "action_id": str(ActionId.REASON_INPUT)},
-                }
-            )
-        if buttons:
-            blocks.append({"type": "actions", "block_id": str(BlockId.ACTIONS), "elements": buttons[:25]})
+    holder = on_it(view, step.id)
+    blocks.append(context(_result_line(sv) + (f" · on it: <@{holder}>" if holder else "")))
+    if settings is not None and view.run.state == "active" and _waits_on_approvers(sv):
+        blocks.append(context(f"🔔 {who_can_act(settings, view, sv)}"))
+    if view.run.state == "active":
+        elements = _buttons(view, sv, ref)
+        menu = overflow(view, sv)
+        if menu is not None:
+            elements.append(menu)
+        elif sv.state not in FINISHED:
+            elements.append(button("Abort run", ActionId.MORE.with_suffix("abort"), replace(ref, extra="abort")))
+        if elements:
+            blocks.append({"type": "actions", "block_id": str(BlockId.ACTIONS), "elements": elements[:25]})
         retry_targets = [k for k, r in sv.targets.items() if r.state == StepState.FAILED]
         if sv.state == StepState.FAILED and retry_targets:
             blocks.append(
@@ -298,92 +498,65 @@ def step_card(view: RunView, sv: StepView) -> list[dict[str, Any]]:
                     "type": "actions",
                     "block_id": str(BlockId.TARGET_ACTIONS),
                     "elements": [
-                        button(f"Retry {k}", ActionId.RETRY, replace(ref, extra=k)) for k in retry_targets[:25]
+                        button(f"Retry {k}", ActionId.RETRY.with_suffix(k), replace(ref, extra=k))
+                        for k in retry_targets[:25]
                     ],
                 }
             )
     return blocks[:MAX_BLOCKS]
 
 
-def _what_is_deleted(sv: StepView) -> str:
-    return escape("; ".join(t.label for t in sv.step.targets))
+def asks_details(sv: StepView) -> bool:
+    """Done opens a modal: a deletion (the DELETE/KEEP list to confirm) or a step that records a list (B25)."""
+    return sv.step.risk == "destructive" or bool(sv.step.spec.records and not sv.step.spec.choices)
 
 
 def _buttons(view: RunView, sv: StepView, ref: ButtonRef) -> list[dict[str, Any]]:
+    """At most one primary button; red only for approving a deletion; overrides and Abort live in the menu."""
     step = sv.step
     state = StepState(sv.state)
     out: list[dict[str, Any]] = []
     destructive = step.risk == "destructive"
     if state == StepState.AWAITING_APPROVAL:
         if destructive:
+            # Opens a modal with the whole DELETE/KEEP list (a confirm dialog would clip it at 300 characters).
             out.append(
                 button(
                     f"Approve delete ({len(sv.approvers)} of {sv.needed})",
-                    ActionId.APPROVE,
+                    ActionId.APPROVE.with_suffix("modal"),
                     ref,
                     style="danger",
-                    confirm=confirm_dialog(
-                        "Approve a deletion",
-                        f"This approves deleting exactly: {_what_is_deleted(sv)}. Nothing else may be deleted.",
-                        "Approve",
-                        danger=True,
-                    ),
                 )
             )
+            if sv.approvers:
+                out.append(button("Withdraw my approval", ActionId.WITHDRAW, ref))
         elif bot_executes(step):
             out.append(button("Approve", ActionId.APPROVE, ref, style="primary"))
         else:
             out += _done_buttons(sv, ref)
     elif state == StepState.APPROVED and not bot_executes(step):
         if destructive:
-            out.append(
-                button(
-                    "Done: deleted",
-                    ActionId.DONE,
-                    ref,
-                    style="danger",
-                    confirm=confirm_dialog(
-                        "Confirm the deletion",
-                        f"You deleted exactly: {_what_is_deleted(sv)} — and nothing else.",
-                        "Yes, done",
-                        danger=True,
-                    ),
-                )
-            )
+            out.append(button("Done: deleted", ActionId.DONE.with_suffix("modal"), ref))
         else:
             out += _done_buttons(sv, ref)
     elif state in (StepState.FAILED, StepState.UNKNOWN) and not (destructive and state == StepState.UNKNOWN):
         out.append(button("Retry", ActionId.RETRY, ref, style="primary"))
-    if step.spec.otp and state not in (StepState.SUCCEEDED, StepState.SKIPPED, StepState.MARKED_DONE):
-        out.append(button("Reveal one-time password", ActionId.REVEAL_OTP, ref))
-    if state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN, StepState.APPROVED) and not (
-        state == StepState.APPROVED and bot_executes(step)
+    if (
+        step.kind == "manual"
+        and state in (StepState.AWAITING_APPROVAL, StepState.APPROVED)
+        and not on_it(view, step.id)
     ):
-        if step.optional:
-            out.append(button("Skip", ActionId.SKIP, ref))
-        else:
-            votes = f" ({len(sv.mark_done_votes)} of 2)" if sv.mark_done_votes else ""
-            out.append(button(f"Mark done{votes}", ActionId.MARK_DONE, ref))
-    out.append(
-        button(
-            "Abort run",
-            ActionId.ABORT,
-            ref,
-            style="danger",
-            confirm=confirm_dialog(
-                "Abort the run?",
-                f"Abort {view.run.id}? Steps already done stay done; nothing more will run.",
-                "Abort",
-                danger=True,
-            ),
-        )
-    )
+        out.append(button("I'm on it", ActionId.ON_IT, ref))
+    if step.spec.otp and state not in FINISHED:
+        out.append(button("Reveal one-time password", ActionId.REVEAL_OTP, ref))
     return out
 
 
 def _done_buttons(sv: StepView, ref: ButtonRef) -> list[dict[str, Any]]:
     choices = sv.step.spec.choices
     if not choices:
+        if asks_details(sv):
+            return [button("Done…", ActionId.DONE.with_suffix("modal"), ref, style="primary")]
         return [button("Done", ActionId.DONE, ref, style="primary")]
     labels = {
         "done": "Done",
@@ -391,15 +564,86 @@ def _done_buttons(sv: StepView, ref: ButtonRef) -> list[dict[str, Any]]:
         "reenabled": "Re-enabled mirroring",
         "left_disabled": "Left mirroring disabled",
     }
+    # A choice is a decision, not "the" next step: no choice is primary (one primary per card at most).
     return [
         button(
             labels.get(c, c.replace("_", " ").capitalize()),
-            ActionId.DONE,
+            ActionId.DONE.with_suffix(c),
             replace(ref, extra=c),
-            style="primary" if i == 0 else None,
         )
-        for i, c in enumerate(choices)
+        for c in choices
     ]
+
+
+OVERRIDE_LABELS = {"mark_done": "Mark done…", "skip": "Skip…", "abort": "Abort run…"}
+
+
+def override_options(sv: StepView) -> list[str]:
+    """The overrides a step offers now: Skip (optional steps) or Mark done (required ones), then Abort."""
+    state = StepState(sv.state)
+    out: list[str] = []
+    overridable = state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN) or (
+        state == StepState.APPROVED and not bot_executes(sv.step)
+    )
+    if overridable:
+        out.append("skip" if sv.step.optional else "mark_done")
+    out.append("abort")
+    return out
+
+
+def overflow(view: RunView, sv: StepView, *, on_status_card: bool = False) -> dict[str, Any] | None:
+    """The ⋯ menu (Mark done / Skip / Abort), each opening a modal that asks for a reason; None with only Abort."""
+    options = override_options(sv)
+    if len(options) < 2:
+        return None
+    votes = f" ({len(sv.mark_done_votes)} of 2)" if sv.mark_done_votes else ""
+    return {
+        "type": "overflow",
+        "action_id": str(ActionId.MORE),
+        "options": [
+            {
+                "text": {
+                    "type": "plain_text",
+                    "text": (f"{sv.step.id}: " if on_status_card and o != "abort" else "")
+                    + OVERRIDE_LABELS[o]
+                    + (votes if o == "mark_done" else ""),
+                },
+                "value": ButtonRef(view.run.id, sv.step.id, sv.row.attempt, o, sv.row.fingerprint or "").encode(),
+            }
+            for o in options
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------- the plan in Slack
+
+
+def _who_acts(step: Any, config: Config) -> str:
+    needed = policy.approvals_needed(step.kind, step.risk, config.slack, step.action)
+    if needed == 0:
+        return "the bot"
+    if step.risk == "destructive":
+        return f"{needed} approvers, then a person"
+    if step.kind in ("host", "sql"):
+        return "an approver, then the bot"
+    return "a person (Done)"
+
+
+def plan_summary(plan: Plan, config: Config, args: str) -> str:
+    """`/failover plan` in Slack: one line per step (id, title, where, risk, who acts) — never cut off."""
+    lines = [
+        f"*Plan: {plan.direction} of {plan.site}* (partner {plan.partner}, scope {plan.options.scope}) — "
+        f"{len(plan.steps)} steps"
+    ]
+    for step in plan.steps:
+        where = f"{len(step.targets)} targets" if step.fanout else ", ".join(t.key for t in step.targets) or "-"
+        risk = "*DELETE*" if step.risk == "destructive" else step.risk
+        lines.append(
+            f"`{step.id}` {escape(step.title)} · {escape(where)} · {risk} · {_who_acts(step, config)}"
+            + (" · optional" if step.optional else "")
+        )
+    lines.append(f"Every value and instruction: `failover-bot plan {escape(args)}` on the bot's host.")
+    return "\n".join(lines)
 
 
 def ephemeral_text(text: str) -> list[dict[str, Any]]:

@@ -6,8 +6,9 @@ import shlex
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk.errors import SlackApiError
 
-from bot.blocks.cards import status_text
+from bot.blocks.cards import plan_summary, status_text
 from bot.blocks.text import escape_mrkdwn
 from bot.errors import PermissionDenied, UsageError, UserError
 from bot.listeners.common import BotContext, guarded
@@ -136,7 +137,23 @@ def _start(ctx: BotContext, direction: str, args: list[str], user: str, channel:
             "channel": channel,
         },
     )
-    _reply(respond, f"Opened *{run.id}*: {direction} of {site}. Follow the thread in this channel.")
+    try:
+        thread = ctx.presenter.open_thread(run.id)  # the status card first: without a thread there is no run
+    except SlackApiError as exc:
+        error = str(exc.response.get("error"))
+        ctx.service.abort(run.id, "bot", f"Slack refused the status card in the channel ({error}); nothing was done")
+        if error in ("not_in_channel", "channel_not_found", "is_archived"):
+            raise UsageError(
+                f"I cannot post in this channel ({error}), so {run.id} was closed before any step: nothing was "
+                "done. Invite me (`/invite @failover-bot`) and type the command again."
+            ) from None
+        raise UsageError(
+            f"Slack refused the run's status card ({error}), so {run.id} was closed before any step: nothing was "
+            "done. The bot's log has the details."
+        ) from None
+    link = ctx.permalink(channel, thread)
+    where = f"<{link}|the thread>" if link else "the thread in this channel"
+    _reply(respond, f"Opened *{run.id}*: {direction} of {site}. Follow {where}.")
     ctx.changed(run.id)
     ctx.worker.kick(run.id)
 
@@ -158,16 +175,22 @@ def _status(ctx: BotContext, args: list[str], respond: Respond) -> None:
 
 
 def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:
-    from bot.runs.runbook import format_plan, resolve
+    from bot.runs.runbook import resolve
 
     if len(args) < 2 or args[0] not in ("start", "failback"):
         raise UsageError("`/failover plan start|failback <site> [options]`")
     direction = "failover" if args[0] == "start" else "failback"
     ctx.config.site(args[1])
     options = ctx.service.resolve_options(direction, args[1], args[2:])
-    text = format_plan(resolve(ctx.config, direction, args[1], options), ctx.config)  # type: ignore[arg-type]
-    for chunk in _chunks(text)[:5]:
-        _reply(respond, f"```{escape_mrkdwn(chunk)}```")
+    plan = resolve(ctx.config, direction, args[1], options)  # type: ignore[arg-type]
+    # One line per step, never cut off; the full detail is `failover-bot plan` (response_url takes 5 posts).
+    chunks = _chunks(plan_summary(plan, ctx.config, " ".join(args)))
+    if len(chunks) > 5:
+        raise UsageError(
+            f"The plan has {len(plan.steps)} steps, too many to show here: `failover-bot plan {' '.join(args)}`."
+        )
+    for chunk in chunks:
+        _reply(respond, chunk)
 
 
 def _check(ctx: BotContext, args: list[str], respond: Respond) -> None:

@@ -176,12 +176,3 @@ def delivery_key(body: dict[str, Any]) -> str | None:
     if body.get("command"):
         return f"command:{body.get('trigger_id', '')}"
     return None
-
-
-def reason_from(body: dict[str, Any]) -> str:
-    values = (body.get("state") or {}).get("values") or {}
-    for block in values.values():
-        for element in block.values():
-            if element.get("value"):
-                return str(element["value"]).strip()
-    return ""

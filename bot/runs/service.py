@@ -348,6 +348,20 @@ class RunService:
                     )
         return min(remaining) if remaining else None
 
+    def release_message_claim(self, run_id: str, step_id: str) -> None:
+        """Slack refused the step's message: hand the claim back so that a later pass may post it again."""
+        with self.store.session() as s:
+            s.execute(
+                sa.update(StepRun)
+                .where(
+                    StepRun.run_id == run_id,
+                    StepRun.step_id == step_id,
+                    StepRun.target == WHOLE,
+                    StepRun.message_ts.like(f"{POSTING}%"),
+                )
+                .values(message_ts=None)
+            )
+
     def set_message_ts(self, run_id: str, step_id: str, ts: str) -> None:
         with self.store.session() as s:
             s.execute(
@@ -594,7 +608,15 @@ class RunService:
         return ApprovalOutcome(step_id, have, needed, approved, already=not counted)
 
     def done(
-        self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str, choice: str | None = None
+        self,
+        run_id: str,
+        step_id: str,
+        user: str,
+        *,
+        round: int,
+        fingerprint: str,
+        choice: str | None = None,
+        recorded: Any = None,
     ) -> StepState:
         """A person performed a manual, wait or check step (destructive ones need their approvals first)."""
         view = self._check_current(run_id, step_id)
@@ -624,6 +646,11 @@ class RunService:
             )
         if sv.step.spec.records and choice is not None:
             self.record_fact(run_id, sv.step.spec.records, choice)
+        elif sv.step.spec.records and recorded is not None:  # a list people entered (B25's Groups)
+            self.record_fact(run_id, sv.step.spec.records, recorded)
+            audit.record(
+                self.store, run_id, user, "step.recorded", step_id=step_id, detail={sv.step.spec.records: recorded}
+            )
         return new
 
     def vote_mark_done(
@@ -660,6 +687,40 @@ class RunService:
             raise UsageError("Skip needs a reason.")
         needed = max(sv.needed, 1) if sv.step.risk == "destructive" else 1
         return self._vote_to_finish(run_id, step_id, user, "skip", StepEvent.SKIP, reason, needed, round, fingerprint)
+
+    def withdraw(self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str) -> int:
+        """Take back one's approval of a step that does not have all of them yet; returns the approvals left."""
+        self._check_current(run_id, step_id)
+        with self.store.session() as s:
+            self._check_run_active(s, run_id)
+            row = self._step_row(s, run_id, step_id, for_update=True)
+            self._check_seen(row, round, fingerprint)
+            if row.state != StepState.AWAITING_APPROVAL:
+                raise StateConflict(
+                    f"Step {step_id} is {row.state.replace('_', ' ')}; an approval can be withdrawn only "
+                    "until the step has all its approvals."
+                )
+            this_round = (
+                Approval.run_id == run_id,
+                Approval.step_id == step_id,
+                Approval.kind == "approve",
+                Approval.round == row.attempt,
+            )
+            gone = changed_rows(s, sa.delete(Approval).where(*this_round, Approval.user_id == user))
+            if gone == 0:
+                raise UsageError(f"You have not approved {step_id}; there is nothing to withdraw.")
+            audit.append(s, run_id, user, "approval.withdrawn", step_id=step_id, detail={"round": row.attempt})
+            return s.scalar(sa.select(sa.func.count(sa.distinct(Approval.user_id))).where(*this_round)) or 0
+
+    def hold(self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str) -> None:
+        """ "I'm on it": ``user`` is doing this Console step (shown on the card and in status; audited)."""
+        view = self._check_current(run_id, step_id)
+        policy.check_approver(self.config.slack, user, self.group_members)
+        row = view.step(step_id).row
+        self._check_seen(row, round, fingerprint)
+        held = {"user": user, "round": row.attempt, "at": self.clock().isoformat()}
+        self.record_fact(run_id, f"on_it.{step_id}", held)
+        audit.record(self.store, run_id, user, "step.on_it", step_id=step_id, detail={"round": row.attempt})
 
     def _vote_to_finish(
         self,

@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.sandbox.slack_api import BOT_ID, BOT_USER_ID, Ephemeral, FakeSlackApi, Message, is_loopback
+from bot.sandbox.slack_api import BOT_ID, BOT_USER_ID, Ephemeral, FakeSlackApi, Message, OpenView, is_loopback
 
 API_APP_ID = "A0FAILOVER"
 DEFAULT_CHANNEL = "C0INCIDENT"
@@ -77,8 +77,43 @@ def buttons(blocks: list[dict[str, Any]]) -> list[Button]:
     return found
 
 
+@dataclass(frozen=True)
+class MenuOption:
+    """One option of an overflow menu found in a message's blocks."""
+
+    block_id: str
+    action_id: str
+    text: str
+    value: str
+
+
+def menu_options(blocks: list[dict[str, Any]]) -> list[MenuOption]:
+    """Every option of every overflow menu in ``blocks`` (actions elements and accessories), in order."""
+    found: list[MenuOption] = []
+    for block in blocks:
+        candidates = list(block.get("elements", [])) if block.get("type") == "actions" else []
+        if isinstance(block.get("accessory"), dict):
+            candidates.append(block["accessory"])
+        for element in candidates:
+            if isinstance(element, dict) and element.get("type") == "overflow":
+                for option in element.get("options", []):
+                    found.append(
+                        MenuOption(
+                            str(block.get("block_id", "")),
+                            str(element.get("action_id", "")),
+                            str(option.get("text", {}).get("text", "")),
+                            str(option.get("value", "")),
+                        )
+                    )
+    return found
+
+
 class ButtonNotFound(LookupError):
-    """The message has no button with the requested action_id (and value)."""
+    """The message has no button (or menu option) with the requested action_id (and value)."""
+
+
+class FormIncomplete(ValueError):
+    """A required input of a modal was left empty: Slack does not let the person submit it."""
 
 
 class SlackPerson:
@@ -107,6 +142,7 @@ class SlackPerson:
         self.timeout_s = timeout_s
         self._verifier = SignatureVerifier(signing_secret)
         self.last_delivery: Delivery | None = None
+        self.last_trigger_id: str | None = None  # of the last click or command: the modal it opened, if any
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     # ---- what a person does ----------------------------------------------------------------------
@@ -167,6 +203,86 @@ class SlackPerson:
             values = payload["state"]["values"].setdefault(block_id, {})
             values[input_id] = {"type": "plain_text_input", "value": text}
         return self.click_raw(payload, retry_num=retry_num, timestamp=timestamp, bad_signature=bad_signature)
+
+    def choose(
+        self,
+        message: Message,
+        action_id: str,
+        option: str,
+        *,
+        retry_num: int | None = None,
+    ) -> Response:
+        """Open the overflow menu ``action_id`` on ``message`` and pick the option whose text or value is ``option``."""
+        present = menu_options(message.blocks)
+        matches = [
+            o
+            for o in present
+            if o.action_id.split(":", 1)[0] == action_id.split(":", 1)[0] and option in (o.text, o.value)
+        ]
+        if not matches:
+            listing = ", ".join(f"{o.action_id} ({o.text!r})" for o in present) or "none"
+            raise ButtonNotFound(
+                f"no menu option {option!r} of {action_id} in message {message.ts}; present: {listing}"
+            )
+        chosen = matches[0]
+        pseudo = Button(chosen.block_id, chosen.action_id, "", None, None)
+        payload = self.block_actions_payload(message, pseudo)
+        payload["actions"] = [
+            {
+                "type": "overflow",
+                "action_id": chosen.action_id,
+                "block_id": chosen.block_id,
+                "selected_option": {"text": {"type": "plain_text", "text": chosen.text}, "value": chosen.value},
+                "action_ts": f"{time.time():.6f}",
+            }
+        ]
+        return self.click_raw(payload, retry_num=retry_num)
+
+    def submit_view(self, opened: OpenView, values: dict[str, Any] | None = None) -> Response:
+        """Fill the modal's inputs (``{block_id: value}``: text, a list of checkbox values, a radio value) and submit.
+
+        A required input left empty raises FormIncomplete, as Slack keeps such a modal open itself. When the
+        bot answers without ``response_action: errors`` the modal closes in the Slack stand-in.
+        """
+        values = values or {}
+        state: dict[str, dict[str, Any]] = {}
+        for block in opened.view.get("blocks", []):
+            if block.get("type") != "input":
+                continue
+            block_id = str(block.get("block_id", ""))
+            element = block.get("element", {})
+            given = values.get(block_id)
+            if (given is None or given == "" or given == []) and not block.get("optional"):
+                raise FormIncomplete(f"the modal's required input {block_id!r} is empty")
+            state[block_id] = {str(element.get("action_id", "")): _input_value(element, given)}
+        view = {
+            **opened.view,
+            "id": opened.id,
+            "hash": opened.hash,
+            "team_id": self.team_id,
+            "state": {"values": state},
+        }
+        payload = {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "sandbox"},
+            "user": {"id": self.user_id, "username": self.user_name, "name": self.user_name, "team_id": self.team_id},
+            "api_app_id": API_APP_ID,
+            "token": "sandbox-verification-token",
+            "trigger_id": self._trigger_id(),
+            "view": view,
+            "response_urls": [],
+            "is_enterprise_install": False,
+        }
+        resp = self.click_raw(payload)
+        answer: dict[str, Any] = {}
+        if resp.body.strip():
+            try:
+                answer = dict(resp.json())
+            except ValueError:
+                answer = {}
+        if resp.status == 200 and answer.get("response_action") != "errors" and self.slack is not None:
+            self.slack.close_view(opened.id)
+        return resp
 
     def click_raw(
         self,
@@ -315,4 +431,20 @@ class SlackPerson:
         return self.slack.response_url(self.user_id, **target)
 
     def _trigger_id(self) -> str:
-        return f"{next(_counter)}.{int(time.time())}.sandbox{self.user_id.lower()}"
+        if self.slack is not None:
+            trigger = self.slack.issue_trigger(self.user_id)  # the stand-in expires it as Slack does
+        else:
+            trigger = f"{next(_counter)}.{int(time.time())}.sandbox{self.user_id.lower()}"
+        self.last_trigger_id = trigger
+        return trigger
+
+
+def _input_value(element: dict[str, Any], given: Any) -> dict[str, Any]:
+    kind = str(element.get("type", ""))
+    options = {str(o.get("value")): o for o in element.get("options", [])}
+    if kind == "checkboxes":
+        chosen = [options[v] for v in (given or []) if v in options]
+        return {"type": kind, "selected_options": chosen}
+    if kind in ("radio_buttons", "static_select"):
+        return {"type": kind, "selected_option": options.get(str(given)) if given is not None else None}
+    return {"type": kind, "value": None if given is None else str(given)}

@@ -21,10 +21,10 @@ from bot.config import Config, load_config
 from bot.runs.machine import StepState
 from bot.runs.service import RunView, StepView
 from bot.runs.worker import bot_executes
-from bot.sandbox.people import ButtonNotFound, SlackPerson
-from bot.sandbox.slack_api import FakeSlackApi, Message
+from bot.sandbox.people import ButtonNotFound, SlackPerson, buttons, menu_options
+from bot.sandbox.slack_api import FakeSlackApi, Message, OpenView
 from bot.server import HttpBot, start_up
-from bot.slack_ids import ActionId, BlockId
+from bot.slack_ids import ActionId, BlockId, ButtonRef
 from bot.store.db import Store
 
 SIGNING_SECRET = "sandbox-signing-secret"  # a rehearsal value, not a secret
@@ -46,6 +46,8 @@ class Rehearsal:
     state_dir: Path
     people: dict[str, SlackPerson] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # What people enter in the modal a step's Done opens, by step (default: B25 "no Group was disabled before").
+    forms: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def service(self) -> Any:
@@ -147,15 +149,20 @@ class Rehearsal:
         value: str | None = None,
         *,
         reason: str | None = None,
+        form: dict[str, Any] | None = None,
         wait_for_button: float = 10.0,
-    ) -> None:
-        """Click ``action`` on the step's message; the bot may still be updating it, so look again a while."""
-        inputs = {(str(BlockId.REASON), str(ActionId.REASON_INPUT)): reason} if reason else None
+    ) -> OpenView | None:
+        """Click ``action`` on the step's message as a person would, and fill in the modal it opens.
+
+        Mark done, Skip and Abort are picked in the step's ⋯ menu; their modal gets ``reason``. A modal
+        with other inputs gets ``form`` (``{block_id: value}``). Returns the modal, if one opened.
+        """
         deadline = time.monotonic() + wait_for_button
+        person = self.person(user)
         while True:
             msg = self.message_of(run_id, step_id)
             try:
-                resp = self.person(user).click(msg, str(action), value, inputs=inputs)
+                resp = self._press(person, msg, action, value)
                 break
             except ButtonNotFound:
                 if time.monotonic() > deadline:
@@ -164,6 +171,34 @@ class Rehearsal:
         if resp.status != 200:
             raise RehearsalError(f"click {action} on {step_id} answered HTTP {resp.status}")
         self.log.append(f"{user}: {action} on {step_id}" + (f" ({reason})" if reason else ""))
+        opened = self.slack.view_for_trigger(person.last_trigger_id or "")
+        if opened is None:
+            return None
+        values = {**(form or {}), **({str(BlockId.REASON): reason} if reason is not None else {})}
+        answer = person.submit_view(opened, values)
+        if answer.status != 200:
+            raise RehearsalError(f"submitting the {opened.callback_id} form of {step_id} answered HTTP {answer.status}")
+        return opened
+
+    @staticmethod
+    def _press(person: SlackPerson, msg: Message, action: ActionId, value: str | None) -> Any:
+        override = {ActionId.MARK_DONE: "mark_done", ActionId.SKIP: "skip", ActionId.ABORT: "abort"}.get(action)
+        if override is not None:
+            options = [o for o in menu_options(msg.blocks) if ButtonRef.decode(o.value).extra == override]
+            if options:
+                return person.choose(msg, options[0].action_id, options[0].value)
+            plain = [b for b in buttons(msg.blocks) if b.value and ButtonRef.decode(b.value).extra == override]
+            if not plain:
+                raise ButtonNotFound(f"no {override} in the menu of message {msg.ts}")
+            return person.click(msg, plain[0].action_id, plain[0].value)
+        found = [
+            b
+            for b in buttons(msg.blocks)
+            if b.action_id.split(":", 1)[0] == str(action) and (value is None or b.value == value)
+        ]
+        if not found:
+            return person.click(msg, str(action), value)  # raises ButtonNotFound listing what is there
+        return person.click(msg, found[0].action_id, found[0].value)
 
     def run_through(
         self,
@@ -235,16 +270,11 @@ class Rehearsal:
         options = cur.step.spec.choices
         value = None
         if options:
-            from bot.slack_ids import ButtonRef
-
             value = ButtonRef(
-                run_id,
-                cur.step.id,
-                cur.row.attempt,
-                choices.get(cur.step.id, options[0]),
-                cur.row.fingerprint or "",
+                run_id, cur.step.id, cur.row.attempt, choices.get(cur.step.id, options[0]), cur.row.fingerprint or ""
             ).encode()
-        self.click(user, run_id, cur.step.id, ActionId.DONE, value)
+        form = self.forms.get(cur.step.id, {str(BlockId.NONE_DISABLED): ["none"]})
+        self.click(user, run_id, cur.step.id, ActionId.DONE, value, form=form)
 
 
 @contextmanager

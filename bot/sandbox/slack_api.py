@@ -30,9 +30,23 @@ MAX_ID_LENGTH = 255
 MAX_CONFIRM_TITLE = 100
 MAX_CONFIRM_TEXT = 300
 MAX_MESSAGE_TEXT = 40000
-MAX_VIEW_BLOCKS = 100  # a view (home tab, modal) may hold twice a message's blocks
+MAX_CONFIRM_BUTTON = 30
 MAX_HEADER_TEXT = 150
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_CONTEXT_ELEMENTS = 10
+MAX_ACTIONS_ELEMENTS = 25
+MIN_OVERFLOW_OPTIONS = 2
+MAX_OVERFLOW_OPTIONS = 5
+MAX_OPTION_TEXT = 75
+MAX_OPTION_VALUE = 150
+MAX_CHOICE_OPTIONS = 10
+MAX_INPUT_LENGTH = 3000
+MAX_LABEL = 2000
+MAX_VIEW_BLOCKS = 100  # a view (home tab, modal) may hold twice a message's blocks
+MAX_VIEW_TEXT = 24
 MAX_PRIVATE_METADATA = 3000
+TRIGGER_TTL_S = 3.0  # a trigger_id is good for one views.open within 3 s
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,35 @@ class UploadedFile:
 
 
 @dataclass
+class OpenView:
+    """A modal as Slack holds it for one user: opened with a trigger_id, closed on submit or cancel."""
+
+    id: str
+    user: str
+    view: dict[str, Any]
+    trigger_id: str
+    opened_at: float
+    hash: str
+    closed: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def callback_id(self) -> str:
+        return str(self.view.get("callback_id", ""))
+
+    @property
+    def private_metadata(self) -> str:
+        return str(self.view.get("private_metadata", ""))
+
+
+@dataclass
+class _Trigger:
+    user: str
+    issued_at: float
+    used: bool = False
+
+
+@dataclass
 class _ResponseUrl:
     user: str
     channel: str | None
@@ -158,48 +201,164 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def block_problems(blocks: list[dict[str, Any]], max_blocks: int = MAX_BLOCKS) -> list[str]:
-    """Reasons Slack would answer ``invalid_blocks`` for these blocks (empty when they are acceptable)."""
+def _plain(obj: Any) -> str:
+    return str(obj.get("text", "")) if isinstance(obj, dict) else ""
+
+
+def _element_problems(where: str, element: Any) -> list[str]:
+    """Slack's rules for one interactive element (button, overflow, input elements)."""
+    if not isinstance(element, dict):
+        return [f"{where}: element is not an object"]
     problems: list[str] = []
-    if len(blocks) > max_blocks:
-        problems.append(f"{len(blocks)} blocks, more than {max_blocks}")
+    kind = element.get("type")
+    if len(str(element.get("action_id", ""))) > MAX_ID_LENGTH:
+        problems.append(f"{where}: action_id longer than {MAX_ID_LENGTH}")
+    if kind == "button":
+        text = element.get("text")
+        if not isinstance(text, dict) or text.get("type") != "plain_text" or not _plain(text):
+            problems.append(f"{where}: a button needs plain_text text")
+        elif len(_plain(text)) > MAX_BUTTON_TEXT:
+            problems.append(f"{where}: button text longer than {MAX_BUTTON_TEXT}")
+        if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
+            problems.append(f"{where}: button value longer than {MAX_BUTTON_VALUE}")
+        if element.get("style") not in (None, "primary", "danger"):
+            problems.append(f"{where}: button style {element.get('style')!r}")
+    elif kind == "overflow":
+        options = element.get("options")
+        if not isinstance(options, list) or not MIN_OVERFLOW_OPTIONS <= len(options) <= MAX_OVERFLOW_OPTIONS:
+            problems.append(f"{where}: an overflow menu needs {MIN_OVERFLOW_OPTIONS}-{MAX_OVERFLOW_OPTIONS} options")
+        for option in options if isinstance(options, list) else []:
+            if not isinstance(option, dict) or not _plain(option.get("text")):
+                problems.append(f"{where}: an option needs text")
+                continue
+            if option["text"].get("type") != "plain_text" or len(_plain(option["text"])) > MAX_OPTION_TEXT:
+                problems.append(f"{where}: option text must be plain_text of at most {MAX_OPTION_TEXT}")
+            if len(str(option.get("value", ""))) > MAX_OPTION_VALUE:
+                problems.append(f"{where}: option value longer than {MAX_OPTION_VALUE}")
+            if "style" in option:
+                problems.append(f"{where}: options have no style (an overflow option cannot be red)")
+    elif kind == "plain_text_input":
+        if len(str(element.get("initial_value", ""))) > MAX_INPUT_LENGTH:
+            problems.append(f"{where}: initial_value longer than {MAX_INPUT_LENGTH}")
+    elif kind in ("checkboxes", "radio_buttons", "static_select"):
+        options = element.get("options")
+        if not isinstance(options, list) or not 1 <= len(options) <= MAX_CHOICE_OPTIONS:
+            problems.append(f"{where}: {kind} needs 1-{MAX_CHOICE_OPTIONS} options")
+    confirm = element.get("confirm")
+    if isinstance(confirm, dict):
+        if len(_plain(confirm.get("title"))) > MAX_CONFIRM_TITLE:
+            problems.append(f"{where}: confirm title longer than {MAX_CONFIRM_TITLE}")
+        if len(_plain(confirm.get("text"))) > MAX_CONFIRM_TEXT:
+            problems.append(f"{where}: confirm text longer than {MAX_CONFIRM_TEXT}")
+        for key in ("confirm", "deny"):
+            if len(_plain(confirm.get(key))) > MAX_CONFIRM_BUTTON:
+                problems.append(f"{where}: confirm {key} longer than {MAX_CONFIRM_BUTTON}")
+    return problems
+
+
+def block_problems(blocks: list[dict[str, Any]], *, limit: int = MAX_BLOCKS, surface: str = "message") -> list[str]:
+    """Reasons Slack would answer ``invalid_blocks`` for these blocks (empty when they are acceptable).
+
+    The rules the bot relies on: block count; unique block_id per message or view; unique action_id
+    within a block; text, field, button, option and confirm limits; input blocks only where allowed.
+    """
+    problems: list[str] = []
+    if len(blocks) > limit:
+        problems.append(f"{len(blocks)} blocks, more than {limit}")
+    block_ids: set[str] = set()
     for i, block in enumerate(blocks):
-        if "type" not in block:
+        kind = block.get("type")
+        if not kind:
             problems.append(f"block {i} has no type")
             continue
-        if len(str(block.get("block_id", ""))) > MAX_ID_LENGTH:
-            problems.append(f"block {i}: block_id longer than {MAX_ID_LENGTH}")
+        where = f"block {i} ({kind})"
+        block_id = block.get("block_id")
+        if block_id is not None:
+            if len(str(block_id)) > MAX_ID_LENGTH:
+                problems.append(f"{where}: block_id longer than {MAX_ID_LENGTH}")
+            if str(block_id) in block_ids:
+                problems.append(f"{where}: duplicate block_id {block_id!r}")
+            block_ids.add(str(block_id))
         text = block.get("text")
-        if block["type"] == "header" and (
-            not isinstance(text, dict)
-            or text.get("type") != "plain_text"
-            or not 0 < len(text.get("text", "")) <= MAX_HEADER_TEXT
-        ):
-            problems.append(f"block {i}: a header needs plain_text of 1 to {MAX_HEADER_TEXT} characters")
-        if block["type"] == "section" and isinstance(text, dict) and len(text.get("text", "")) > MAX_SECTION_TEXT:
-            problems.append(f"block {i}: section text longer than {MAX_SECTION_TEXT}")
-        elements = list(block.get("elements", [])) if block["type"] == "actions" else []
+        if kind == "section":
+            fields = block.get("fields")
+            if not text and not fields:
+                problems.append(f"{where}: a section needs text or fields")
+            if isinstance(text, dict) and not 1 <= len(str(text.get("text", ""))) <= MAX_SECTION_TEXT:
+                problems.append(f"{where}: section text must be 1-{MAX_SECTION_TEXT} characters")
+            if fields is not None:
+                if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
+                    problems.append(f"{where}: more than {MAX_FIELDS} fields")
+                else:
+                    problems += [
+                        f"{where}: a field longer than {MAX_FIELD_TEXT}"
+                        for f in fields
+                        if len(_plain(f)) > MAX_FIELD_TEXT
+                    ]
+        elif kind == "header":
+            if not isinstance(text, dict) or text.get("type") != "plain_text" or not _plain(text):
+                problems.append(f"{where}: a header needs plain_text text")
+            elif len(_plain(text)) > MAX_HEADER_TEXT:
+                problems.append(f"{where}: header text longer than {MAX_HEADER_TEXT}")
+        elif kind == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ELEMENTS:
+                problems.append(f"{where}: a context needs 1-{MAX_CONTEXT_ELEMENTS} elements")
+            else:
+                problems += [
+                    f"{where}: context text must be 1-{MAX_SECTION_TEXT} characters"
+                    for e in elements
+                    if isinstance(e, dict) and "text" in e and not 1 <= len(str(e["text"])) <= MAX_SECTION_TEXT
+                ]
+        elif kind == "input":
+            if surface == "message":
+                problems.append(f"{where}: input blocks belong in modals here, not in messages")
+            if not _plain(block.get("label")) or len(_plain(block.get("label"))) > MAX_LABEL:
+                problems.append(f"{where}: an input needs a label of at most {MAX_LABEL}")
+            problems += _element_problems(where, block.get("element"))
+        interactive: list[Any] = []
+        if kind == "actions":
+            interactive = list(block.get("elements") or [])
+            if not 1 <= len(interactive) <= MAX_ACTIONS_ELEMENTS:
+                problems.append(f"{where}: an actions block needs 1-{MAX_ACTIONS_ELEMENTS} elements")
         if isinstance(block.get("accessory"), dict):
-            elements.append(block["accessory"])
-        for element in elements:
-            if not isinstance(element, dict):
-                continue
-            if len(str(element.get("action_id", ""))) > MAX_ID_LENGTH:
-                problems.append(f"block {i}: action_id longer than {MAX_ID_LENGTH}")
-            if element.get("type") != "button":
-                continue
-            if len(element.get("text", {}).get("text", "")) > MAX_BUTTON_TEXT:
-                problems.append(f"block {i}: button text longer than {MAX_BUTTON_TEXT}")
-            if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
-                problems.append(f"block {i}: button value longer than {MAX_BUTTON_VALUE}")
-            if element.get("style") not in (None, "primary", "danger"):
-                problems.append(f"block {i}: button style {element.get('style')!r}")
-            confirm = element.get("confirm")
-            if isinstance(confirm, dict):
-                if len(confirm.get("title", {}).get("text", "")) > MAX_CONFIRM_TITLE:
-                    problems.append(f"block {i}: confirm title longer than {MAX_CONFIRM_TITLE}")
-                if len(confirm.get("text", {}).get("text", "")) > MAX_CONFIRM_TEXT:
-                    problems.append(f"block {i}: confirm text longer than {MAX_CONFIRM_TEXT}")
+            interactive.append(block["accessory"])
+        action_ids: set[str] = set()
+        for element in interactive:
+            problems += _element_problems(where, element)
+            action_id = element.get("action_id") if isinstance(element, dict) else None
+            if action_id is not None:
+                if action_id in action_ids:
+                    problems.append(f"{where}: duplicate action_id {action_id!r} in one block")
+                action_ids.add(action_id)
+    return problems
+
+
+def view_problems(view: Any) -> list[str]:
+    """Reasons Slack would refuse this view in views.open / views.update (empty when acceptable)."""
+    if not isinstance(view, dict):
+        return ["the view is not an object"]
+    problems: list[str] = []
+    if view.get("type") != "modal":
+        problems.append("only modals are supported here")
+    for key, required in (("title", True), ("submit", False), ("close", False)):
+        obj = view.get(key)
+        if obj is None:
+            if required:
+                problems.append(f"a modal needs a {key}")
+            continue
+        if not isinstance(obj, dict) or obj.get("type") != "plain_text" or not 1 <= len(_plain(obj)) <= MAX_VIEW_TEXT:
+            problems.append(f"{key} must be plain_text of 1-{MAX_VIEW_TEXT} characters")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        return [*problems, "blocks must be a list of objects"]
+    problems += block_problems(blocks, limit=MAX_VIEW_BLOCKS, surface="modal")
+    if any(b.get("type") == "input" for b in blocks) and view.get("submit") is None:
+        problems.append("a modal with inputs needs a submit button")
+    if len(str(view.get("private_metadata", ""))) > MAX_PRIVATE_METADATA:
+        problems.append(f"private_metadata longer than {MAX_PRIVATE_METADATA}")
+    if len(str(view.get("callback_id", ""))) > MAX_ID_LENGTH:
+        problems.append(f"callback_id longer than {MAX_ID_LENGTH}")
     return problems
 
 
@@ -250,8 +409,12 @@ class FakeSlackApi:
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._injections: dict[str, list[_Injection]] = {}
         self._ts_counter = 0
+        self.not_member: set[str] = set()  # channels the bot was not invited to: posting answers not_in_channel
         self.home_views: dict[str, dict[str, Any]] = {}  # user -> the home tab last published for them
         self._files: dict[str, UploadedFile] = {}
+        self._views: dict[str, OpenView] = {}
+        self._triggers: dict[str, _Trigger] = {}
+        self.clock: Callable[[], float] = time.monotonic  # trigger_ids expire by this clock
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -331,6 +494,13 @@ class FakeSlackApi:
             self._response_urls[key] = _ResponseUrl(for_id, channel, message_ts, thread_ts, ephemeral_ts)
         return f"{self.url}/response_url/{key}"
 
+    def issue_trigger(self, user: str) -> str:
+        """A trigger_id as Slack puts in an interaction payload: one views.open within 3 s."""
+        with self._lock:
+            key = f"{len(self._triggers) + 1}.{int(time.time())}.trigger{user.lower()}"
+            self._triggers[key] = _Trigger(user, self.clock())
+        return key
+
     # ---- accessors -------------------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[ApiCall]:
@@ -385,6 +555,25 @@ class FakeSlackApi:
                     and (thread_ts is None or f.thread_ts == thread_ts)
                 ]
             )
+
+    def views(self, user: str | None = None, *, open_only: bool = True) -> list[OpenView]:
+        """Modals opened for ``user`` (all users when None), oldest first."""
+        with self._lock:
+            return copy.deepcopy(
+                [v for v in self._views.values() if (user is None or v.user == user) and not (open_only and v.closed)]
+            )
+
+    def view_for_trigger(self, trigger_id: str) -> OpenView | None:
+        with self._lock:
+            found = next((v for v in self._views.values() if v.trigger_id == trigger_id), None)
+            return copy.deepcopy(found)
+
+    def close_view(self, view_id: str) -> None:
+        """The user submitted (and the app let it close) or cancelled the modal."""
+        with self._changed:
+            if view_id in self._views:
+                self._views[view_id].closed = True
+                self._changed.notify_all()
 
     def all_text(self) -> str:
         """Every string anyone sent to this fake (messages, updates, ephemerals, response_url posts), one per line."""
@@ -536,6 +725,8 @@ class FakeSlackApi:
 
     def _post(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._check_channel(params.get("channel"))
+        if channel in self.not_member:
+            raise SlackApiError("not_in_channel")
         text, blocks = self._content(params)
         thread_ts = self._thread_root(channel, params.get("thread_ts"))
         ts = self._next_ts()
@@ -637,6 +828,89 @@ class FakeSlackApi:
             body["thread_ts"] = message.thread_ts
         return body
 
+    def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        """views.publish: a ``type: home`` view for one user, checked as Slack checks it."""
+        user = params.get("user_id")
+        if not user or not isinstance(user, str):
+            raise SlackApiError("invalid_arguments")
+        if self.users and user not in self.users:
+            raise SlackApiError("user_not_found")
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except json.JSONDecodeError as exc:
+                raise SlackApiError("invalid_arguments") from exc
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackApiError("invalid_arguments")  # views.publish takes home tabs only
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            raise SlackApiError("invalid_arguments")
+        if block_problems(blocks, limit=MAX_VIEW_BLOCKS, surface="view"):
+            raise SlackApiError("invalid_arguments")
+        if len(str(view.get("private_metadata", ""))) > MAX_PRIVATE_METADATA:
+            raise SlackApiError("invalid_arguments")
+        if len(str(view.get("callback_id", ""))) > MAX_ID_LENGTH:
+            raise SlackApiError("invalid_arguments")
+        self.home_views[user] = copy.deepcopy(view)
+        return {"view": {"id": f"V{len(self.home_views):08d}", "type": "home", "blocks": blocks}}
+
+    def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger_id = str(params.get("trigger_id") or "")
+        trigger = self._triggers.get(trigger_id)
+        if trigger is None:
+            raise SlackApiError("invalid_trigger_id")
+        if trigger.used:
+            raise SlackApiError("exchanged_trigger_id")
+        if self.clock() - trigger.issued_at > TRIGGER_TTL_S:
+            raise SlackApiError("expired_trigger_id")
+        view = self._parse_view(params.get("view"))
+        trigger.used = True
+        opened = OpenView(
+            id=f"V{len(self._views) + 1:08d}",
+            user=trigger.user,
+            view=view,
+            trigger_id=trigger_id,
+            opened_at=time.time(),
+            hash=f"{time.time():.6f}.{len(self._views)}",
+        )
+        self._views[opened.id] = opened
+        return {"view": self._as_api_view(opened)}
+
+    def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        target = self._views.get(str(params.get("view_id") or ""))
+        if target is None or target.closed:
+            raise SlackApiError("not_found")
+        if params.get("hash") and params["hash"] != target.hash:
+            raise SlackApiError("hash_conflict")
+        view = self._parse_view(params.get("view"))
+        target.history.append(target.view)
+        target.view = view
+        target.hash = f"{time.time():.6f}.u{len(target.history)}"
+        return {"view": self._as_api_view(target)}
+
+    @staticmethod
+    def _parse_view(raw: Any) -> dict[str, Any]:
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise SlackApiError("invalid_arguments") from exc
+        if not isinstance(raw, dict):
+            raise SlackApiError("invalid_arguments")
+        if view_problems(raw):
+            raise SlackApiError("invalid_arguments" if raw.get("type") != "modal" else "invalid_blocks")
+        return copy.deepcopy(raw)
+
+    def _as_api_view(self, opened: OpenView) -> dict[str, Any]:
+        return {
+            "id": opened.id,
+            "team_id": self.team_id,
+            "hash": opened.hash,
+            "state": {"values": {}},
+            **copy.deepcopy(opened.view),
+        }
+
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "url": "https://sandbox.slack.test/",
@@ -657,33 +931,6 @@ class FakeSlackApi:
         if message.is_reply:
             link += f"?thread_ts={message.thread_ts}&cid={channel}"
         return {"channel": channel, "permalink": link}
-
-    def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
-        """views.publish: a ``type: home`` view for one user, checked as Slack checks it."""
-        user = params.get("user_id")
-        if not user or not isinstance(user, str):
-            raise SlackApiError("invalid_arguments")
-        if self.users and user not in self.users:
-            raise SlackApiError("user_not_found")
-        view = params.get("view")
-        if isinstance(view, str):
-            try:
-                view = json.loads(view)
-            except json.JSONDecodeError as exc:
-                raise SlackApiError("invalid_arguments") from exc
-        if not isinstance(view, dict) or view.get("type") != "home":
-            raise SlackApiError("invalid_arguments")  # views.publish takes home tabs only
-        blocks = view.get("blocks")
-        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
-            raise SlackApiError("invalid_arguments")
-        if block_problems(blocks, MAX_VIEW_BLOCKS):
-            raise SlackApiError("invalid_arguments")
-        if len(str(view.get("private_metadata", ""))) > MAX_PRIVATE_METADATA:
-            raise SlackApiError("invalid_arguments")
-        if len(str(view.get("callback_id", ""))) > MAX_ID_LENGTH:
-            raise SlackApiError("invalid_arguments")
-        self.home_views[user] = copy.deepcopy(view)
-        return {"view": {"id": f"V{len(self.home_views):08d}", "type": "home", "blocks": blocks}}
 
     def _usergroup_users(self, params: dict[str, Any]) -> dict[str, Any]:
         group = str(params.get("usergroup") or "")
@@ -807,11 +1054,13 @@ _METHODS: dict[str, Callable[[FakeSlackApi, dict[str, Any]], dict[str, Any]]] = 
     "apps.connections.open": FakeSlackApi._connections_open,
     "auth.test": FakeSlackApi._auth_test,
     "chat.postMessage": FakeSlackApi._post,
+    "views.open": FakeSlackApi._views_open,
+    "views.update": FakeSlackApi._views_update,
+    "views.publish": FakeSlackApi._views_publish,
     "chat.update": FakeSlackApi._update,
     "chat.postEphemeral": FakeSlackApi._post_ephemeral,
     "chat.getPermalink": FakeSlackApi._get_permalink,
     "usergroups.users.list": FakeSlackApi._usergroup_users,
-    "views.publish": FakeSlackApi._views_publish,
     "users.info": FakeSlackApi._users_info,
     "conversations.info": FakeSlackApi._conversations_info,
     "files.getUploadURLExternal": FakeSlackApi._get_upload_url_external,
