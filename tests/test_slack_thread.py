@@ -266,3 +266,30 @@ def test_failback_delete_modals_withdraw_and_b25_groups_reach_b36_and_the_report
     assert "Archive &lt;old&gt;" in json.dumps(rh.message_of(fb, "B36").blocks)  # escaped for mrkdwn
     report = build_report(rh.runtime.store, fb).to_markdown()
     assert "Legacy accounts" in report and "step.recorded" in report
+
+
+def test_abort_from_the_status_card_menu_asks_an_operator_for_a_reason(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg", slack={"operators": [ALICE], "approvers": [ALICE, BOB, CAROL]})
+    with rehearsal(cfg, tmp_path / "state") as rh:
+        _site_a_down(rh)
+        fo = rh.start(ALICE, "start site-a")
+        _walk_to(rh, fo, "F1")
+        rh.wait_until("the card's menu", lambda: bool(menu_options(rh.thread(fo)[0].blocks)))
+        card = rh.thread(fo)[0]
+        options = {o.text: o for o in menu_options(card.blocks)}
+        assert set(options) == {"F1: Mark done…", "Abort run…"}
+        abort = options["Abort run…"]
+        bob = rh.person(BOB)  # an approver but not an operator: no form opens
+        bob.choose(card, abort.action_id, abort.value)
+        _ephemeral(rh, BOB, "is for operators")
+        assert rh.slack.views(BOB, open_only=False) == []
+        alice = rh.person(ALICE)
+        alice.choose(card, abort.action_id, abort.value)
+        modal = rh.slack.view_for_trigger(alice.last_trigger_id or "")
+        assert modal is not None and modal.callback_id == "modal_abort"
+        alice.submit_view(modal, {str(BlockId.REASON): "<!channel> site-a came back"})
+        rh.wait_until("aborted", lambda: rh.service.get_run(fo).state == "aborted")
+        assert rh.service.get_run(fo).abort_reason == "<!channel> site-a came back"
+        rh.wait_until("the card says so", lambda: "aborted" in json.dumps(rh.thread(fo)[0].blocks))
+        rh.wait_until("the broadcast", lambda: any("aborted:" in m.text for m in rh.thread(fo)))
+        assert "<!channel>" not in json.dumps([(m.text, m.blocks) for m in rh.thread(fo)])  # escaped: pings nobody
