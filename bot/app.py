@@ -170,5 +170,5 @@ def build_runtime(
         readiness=readiness,
         reports=reports,
         signing_secret=signing_secret,
-        refresher=StatusRefresher(presenter),
+        refresher=StatusRefresher(presenter, leads=lambda: reminders.is_leader),
     )

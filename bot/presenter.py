@@ -294,9 +294,10 @@ def waits_on_approvers(sv: Any) -> bool:
 class StatusRefresher:
     """Keeps the active run's status card true: asks the presenter every ``tick_s`` (it paces itself)."""
 
-    def __init__(self, presenter: Presenter, tick_s: float = 5.0) -> None:
+    def __init__(self, presenter: Presenter, tick_s: float = 5.0, *, leads: Callable[[], bool] = lambda: True) -> None:
         self.presenter = presenter
         self.tick_s = tick_s
+        self.leads = leads  # with replicas, only the one that sends reminders refreshes the card
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -308,6 +309,8 @@ class StatusRefresher:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_s):
+            if not self.leads():
+                continue
             try:
                 self.presenter.refresh()
             except Exception:  # a database or Slack hiccup must not end the refreshing for good

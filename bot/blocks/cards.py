@@ -409,15 +409,13 @@ def _chunks(lines: list[str], limit: int = SECTION_LIMIT) -> list[str]:
 
 def delete_keep_lines(sv: StepView) -> list[str]:
     """What a destructive step deletes and keeps, target by target, as the person must read it."""
-    lines = []
-    for t in sv.step.targets:
-        said = t.values.get("instructions") or t.label
-        lines.append(f"• *DELETE* per {escape(t.label)}: {escape(said)}")
-    return lines
+    # Until every target carries explicit delete and keep objects, the target's own instruction line says
+    # both (never the pair label, which names the entry to keep).
+    return [f"• *{escape(t.values.get('instructions') or sv.step.instructions)}*" for t in sv.step.targets]
 
 
 def delete_keep_block(sv: StepView) -> str:
-    return "*⚠️ Exactly this is deleted — nothing else:*\n" + "\n".join(delete_keep_lines(sv))
+    return "*⚠️ DELETE exactly this, KEEP everything else:*\n" + "\n".join(delete_keep_lines(sv))
 
 
 def recorded_for(view: RunView, sv: StepView) -> str:
