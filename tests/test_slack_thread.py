@@ -240,7 +240,9 @@ def test_failback_delete_modals_withdraw_and_b25_groups_reach_b36_and_the_report
     rh.click(BOB, fb, "B11", ActionId.WITHDRAW)
     rh.wait_until("withdrawn", lambda: rh.service.view(fb).step("B11").approvers == [])
     _ephemeral(rh, BOB, "withdrawn")
-    assert "Approve delete (0 of 2)" in json.dumps(rh.message_of(fb, "B11").blocks)
+    rh.wait_until(
+        "the card says 0 of 2", lambda: "Approve delete (0 of 2)" in json.dumps(rh.message_of(fb, "B11").blocks)
+    )
     # Mark done on a deletion shows the same DELETE block and says it counts under the delete rules
     modal = rh.click(BOB, fb, "B11", ActionId.MARK_DONE, reason="deleted by hand")
     assert modal is not None
