@@ -283,7 +283,7 @@ def test_abort_from_the_status_card_menu_asks_an_operator_for_a_reason(tmp_path:
         abort = options["Abort run…"]
         bob = rh.person(BOB)  # an approver but not an operator: no form opens
         bob.choose(card, abort.action_id, abort.value)
-        _ephemeral(rh, BOB, "is for operators")
+        _ephemeral(rh, BOB, "Only operators may abort")
         assert rh.slack.views(BOB, open_only=False) == []
         alice = rh.person(ALICE)
         alice.choose(card, abort.action_id, abort.value)
