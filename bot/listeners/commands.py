@@ -141,7 +141,7 @@ def _start(ctx: BotContext, direction: str, args: list[str], user: str, channel:
         thread = ctx.presenter.open_thread(run.id)  # the status card first: without a thread there is no run
     except SlackApiError as exc:
         error = str(exc.response.get("error"))
-        ctx.service.abort(run.id, "bot", f"Slack refused the status card in the channel ({error}); nothing was done")
+        ctx.service.abort(run.id, user, f"Slack refused the status card in the channel ({error}); nothing was done")
         if error in ("not_in_channel", "channel_not_found", "is_archived"):
             raise UsageError(
                 f"I cannot post in this channel ({error}), so {run.id} was closed before any step: nothing was "
