@@ -161,11 +161,12 @@ def parse(script: str) -> tuple[str, dict[str, Any]]:
 
 def parse_result(stdout: str) -> dict[str, Any]:
     """The single JSON result line of an operation's stdout (other lines are ignored)."""
-    candidates = [ln for ln in stdout.splitlines() if ln.strip().startswith("{")]
+    # powershell.exe may start its output with a byte order mark (UTF-8 code page): not part of the line.
+    candidates = [ln for ln in stdout.splitlines() if ln.strip().lstrip("\ufeff").startswith("{")]
     if not candidates:
         raise ProtocolError("the operation printed no JSON result line")
     try:
-        result = json.loads(candidates[-1])
+        result = json.loads(candidates[-1].strip().lstrip("\ufeff"))
     except ValueError as exc:
         raise ProtocolError(f"the result line is not JSON: {exc}") from exc
     if not isinstance(result, dict) or "ok" not in result:

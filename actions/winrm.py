@@ -45,6 +45,9 @@ QUOTA_EXCEEDED = 2150859174
 RESET_FAULTS = frozenset({SHELL_NOT_FOUND, QUOTA_EXCEEDED})
 RECEIVE_PAUSE_S = 0.05
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # per stream of one operation; a Settings.xml read is a few kB
+# stdin travels in Send requests of at most this many bytes: base64 and the envelope make one about 135 KB,
+# under the 150 KB MaxEnvelopeSizekb of older or hardened servers (Windows' default is 500 KB).
+STDIN_CHUNK = 100_000
 
 
 # --------------------------------------------------------------------------- request counting
@@ -331,7 +334,8 @@ class WinRMExecutor:
                 channel.shell_id = proto.open_shell(codepage=65001, noprofile=True)
             shell_id = channel.shell_id
             arguments, stdin = protocol.command_arguments(script)
-            command_id = proto.run_command(shell_id, protocol.POWERSHELL, arguments)
+            # stdin as a pipe, not a console (WINRS_CONSOLEMODE_STDIN false), as Ansible does.
+            command_id = proto.run_command(shell_id, protocol.POWERSHELL, arguments, console_mode_stdin=stdin is None)
         except WSManFaultError as exc:
             if retry and exc.wsman_fault_code in RESET_FAULTS:
                 raise _RetryInFreshShell from exc
@@ -341,8 +345,11 @@ class WinRMExecutor:
         try:
             try:
                 if stdin is not None:  # a large script: the bootstrap reads it from stdin
-                    # Bytes, not str: pywinrm would encode a str as codepage 437.
-                    proto.send_command_input(shell_id, command_id, stdin, end=True)
+                    # Bytes, not str: pywinrm would encode a str as codepage 437. In pieces: one Send must
+                    # fit the host's MaxEnvelopeSizekb.
+                    pieces = [stdin[i : i + STDIN_CHUNK] for i in range(0, len(stdin), STDIN_CHUNK)] or [b""]
+                    for index, piece in enumerate(pieces):
+                        proto.send_command_input(shell_id, command_id, piece, end=index == len(pieces) - 1)
             except WSManFaultError as exc:
                 if retry and exc.wsman_fault_code == SHELL_NOT_FOUND:
                     raise _RetryInFreshShell from exc

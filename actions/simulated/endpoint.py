@@ -1,4 +1,8 @@
-"""The HTTP side of a simulated host: POST /wsman with Basic authentication and injected faults."""
+"""The HTTP side of a simulated host: POST /wsman over kept-alive HTTP/1.1 connections, as HTTP.sys serves it.
+
+Authentication (Basic here), injected faults and the cost of a new connection (``handshake_ms``) are applied
+per request; a connection stays open between requests until the client closes it or stays idle too long.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +61,32 @@ class EndpointServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], routes: dict[str, Route], stopping: threading.Event) -> None:
         self.routes = routes
         self.stopping = stopping
+        self.accepted = 0  # TCP connections accepted so far (kept-alive connections count once)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self.accepted += 1
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        # Kept-alive connections idle in a request thread: end them so closing does not wait for their timeout.
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                log.debug("connection already closed")
+        super().server_close()
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         # faults.json "refuse": the host is down. Reset the connection without answering.
@@ -80,19 +109,30 @@ class _Handler(BaseHTTPRequestHandler):
     server: EndpointServer
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
+    protocol_version = "HTTP/1.1"  # HTTP.sys keeps connections alive; NTLM authenticates a connection, not a request
     timeout = 15  # an idle or stalled client cannot hold a request thread (and stop()) for long
 
+    def setup(self) -> None:
+        super().setup()
+        self.fresh = True  # no request answered on this connection yet: it pays the handshake
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self._read_body()
+        if body is None:
+            return
         route = self.server.routes.get(self.path.split("?", 1)[0].rstrip("/").lower())
         if route is None:
             self._send(404, b"", "text/plain")
             return
         faults = route.state.faults()
-        if faults.latency_ms and self.server.stopping.wait(faults.latency_ms / 1000):
-            return
         if faults.refuse:
             self.close_connection = True
             reset_connection(self.connection)
+            return
+        delay_ms = faults.latency_ms + (faults.handshake_ms if self.fresh else 0)
+        self.fresh = False
+        if delay_ms and self.server.stopping.wait(delay_ms / 1000):
+            self.close_connection = True
             return
         if faults.reject_auth or not route.credentials.accepts(self.headers.get("Authorization")):
             self._send(401, b"", "text/plain", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
@@ -101,12 +141,23 @@ class _Handler(BaseHTTPRequestHandler):
         if "application/soap+xml" not in content_type.lower():
             self._send(415, b"", "text/plain")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length <= 0 or length > MAX_BODY:
+        if not body:
             self._send(400, b"", "text/plain")
             return
-        status, reply = route.wsman.handle(self.rfile.read(length))
+        status, reply = route.wsman.handle(body)
         self._send(status, reply, "application/soap+xml;charset=UTF-8")
+
+    def _read_body(self) -> bytes | None:
+        """The request body, read whole so the kept-alive connection stays in step; None when refused."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(413 if length > MAX_BODY else 400, b"", "text/plain")
+            return None
+        return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:  # noqa: N802
         self._send(405, b"", "text/plain")

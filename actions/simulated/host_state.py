@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 SERVICE_STATES = ("Running", "Stopped", "StartPending", "StopPending", "Paused")
+DEFAULT_MAX_ENVELOPE_KB = 500  # Windows Server 2012 and later
 
 _DRIVE_PATH = re.compile(r"\A(?P<drive>[A-Za-z]):[\\/](?P<rest>.*)\Z", re.DOTALL)
 _INVALID_PATH_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')
@@ -27,17 +28,41 @@ class Faults:
     """The injected faults of one host, as faults.json holds them right now."""
 
     latency_ms: int = 0
+    handshake_ms: int = 0  # extra delay on the first request of each new connection (NTLM/Kerberos handshake)
     refuse: bool = False
     reject_auth: bool = False
     timeout_faults: int = 0
     stuck: dict[str, str] = field(default_factory=dict)
+    max_envelope_size_kb: int = DEFAULT_MAX_ENVELOPE_KB  # WinRM's MaxEnvelopeSizekb
+    replace_error: int = 0  # Win32 error of [IO.File]::Replace: 1175, 1176 or 1177
+    replace_failures: int = 0  # how many Replace attempts fail with it (a large number: every one)
+    locked_temp: bool = False  # the fresh temporary file stays locked (antivirus): Replace fails, it cannot be deleted
+    held_open: tuple[str, ...] = ()  # Windows paths another process holds open for writing (running AccountServer)
+    constrained_language: bool = False  # AppLocker/WDAC: PowerShell runs in ConstrainedLanguage mode
+    execution_policies: dict[str, str] = field(default_factory=dict)  # scope → policy, e.g. MachinePolicy
+    start_type: dict[str, str] = field(default_factory=dict)  # service → Automatic | Manual | Disabled
+    dependents: dict[str, tuple[str, ...]] = field(default_factory=dict)  # service → services that depend on it
+    logon_failure: tuple[str, ...] = ()  # services whose account cannot log on (Win32 error 1069)
 
     def stuck_state(self, service: str) -> str | None:
         """The pending state ``service`` is held in, matched case-insensitively like Windows."""
-        for name, state in self.stuck.items():
-            if name.lower() == service.lower():
-                return state
-        return None
+        return _by_service(self.stuck, service)
+
+    def start_type_of(self, service: str) -> str:
+        return _by_service(self.start_type, service) or "Automatic"
+
+    def dependents_of(self, service: str) -> tuple[str, ...]:
+        return _by_service(self.dependents, service) or ()
+
+    def is_held_open(self, windows_path: str) -> bool:
+        return any(p.lower() == windows_path.lower() for p in self.held_open)
+
+
+def _by_service(mapping: dict[str, Any], service: str) -> Any:
+    for name, value in mapping.items():
+        if name.lower() == service.lower():
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,17 +135,43 @@ class HostState:
         data = _read_json(self.faults_file)
         if not isinstance(data, dict):
             return Faults()
-        stuck = data.get("stuck") or {}
         try:
             return Faults(
                 latency_ms=max(0, int(data.get("latency_ms") or 0)),
+                handshake_ms=max(0, int(data.get("handshake_ms") or 0)),
                 refuse=bool(data.get("refuse")),
                 reject_auth=bool(data.get("reject_auth")),
                 timeout_faults=max(0, int(data.get("timeout_faults") or 0)),
-                stuck={str(k): str(v) for k, v in stuck.items()} if isinstance(stuck, dict) else {},
+                stuck=_str_map(data.get("stuck")),
+                max_envelope_size_kb=max(32, int(data.get("max_envelope_size_kb") or DEFAULT_MAX_ENVELOPE_KB)),
+                replace_error=int(data.get("replace_error") or 0),
+                replace_failures=max(0, int(data.get("replace_failures") or 0)),
+                locked_temp=bool(data.get("locked_temp")),
+                held_open=tuple(str(p) for p in data.get("held_open") or ()),
+                constrained_language=bool(data.get("constrained_language")),
+                execution_policies=_str_map(data.get("execution_policies")),
+                start_type=_str_map(data.get("start_type")),
+                dependents={str(k): tuple(str(d) for d in v) for k, v in (data.get("dependents") or {}).items()},
+                logon_failure=tuple(str(s) for s in data.get("logon_failure") or ()),
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             return Faults()
+
+    def take_replace_failure(self) -> int:
+        """The Win32 error of the next [IO.File]::Replace attempt (0: it succeeds); consumes one failure."""
+        with self.lock:
+            data = _read_json(self.faults_file)
+            if not isinstance(data, dict):
+                return 0
+            try:
+                error, pending = int(data.get("replace_error") or 0), int(data.get("replace_failures") or 0)
+            except (TypeError, ValueError):
+                return 0
+            if not error or pending <= 0:
+                return 0
+            data["replace_failures"] = pending - 1
+            write_atomically(self.faults_file, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+            return error
 
     def take_timeout_fault(self) -> bool:
         """Consume one pending operation-timeout fault (decrementing the file); False if none."""
@@ -150,6 +201,10 @@ class HostState:
         guid = root.findtext("ServerGuid")
         is_slave = (root.findtext("IsSlave") or "False").strip().lower() == "true"
         return SettingsInfo(server_guid=guid.strip() if guid else None, is_slave=is_slave)
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _match_entry(folder: Path, name: str) -> Path:

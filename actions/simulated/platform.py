@@ -20,7 +20,7 @@ from actions.simulated.endpoint import Credentials, EndpointServer, Route
 from actions.simulated.host_state import HostState
 from actions.simulated.operations import HostContext
 from actions.simulated.oplog import OperationLog
-from actions.simulated.powershell import ProcessResult, check_command_line, rejected, run_script
+from actions.simulated.powershell import CLM_MESSAGE, ProcessResult, check_command_line, rejected, run_script
 from actions.simulated.seeding import seed
 from actions.simulated.storage_platform import StoragePlatformDatabase, site_databases
 from actions.simulated.wsman import WSManService
@@ -42,7 +42,14 @@ class HostRuntime:
         problem = check_command_line(command, arguments)
         if problem is None:
             inline = protocol.inline_script(arguments)
-            return inline.encode("utf-8") if inline is not None else None
+            if inline is not None:
+                return inline.encode("utf-8")
+            if self.context.state.faults().constrained_language:
+                # The stdin bootstrap needs [Console]::In and [ScriptBlock]::Create: both refused.
+                problem = CLM_MESSAGE
+                self.log.record(self.name, "command.rejected", command, "failed", error=problem)
+                return rejected(problem)
+            return None
         self.log.record(self.name, "command.rejected", command, "failed", error=problem)
         return rejected(problem)
 
@@ -51,6 +58,9 @@ class HostRuntime:
 
     def take_timeout_fault(self) -> bool:
         return self.context.state.take_timeout_fault()
+
+    def max_envelope_kb(self) -> int:
+        return self.context.state.faults().max_envelope_size_kb
 
 
 class _Workers:
@@ -161,6 +171,15 @@ class SimulatedPlatform:
     def env_lines(self) -> list[str]:
         """Environment lines the bot needs to reach this platform (never a password)."""
         return [f"{name}={value}" for name, value in self.odbc_env().items()]
+
+    def connections(self, name: str) -> int:
+        """TCP connections accepted so far on the endpoint that serves host ``name`` (shared by its routes)."""
+        path = (urlsplit(self.config.host(name).winrm.url).path.rstrip("/").lower()) or "/wsman"
+        port = urlsplit(self.config.host(name).winrm.url).port
+        for server in self._servers:
+            if server.server_address[1] == port and path in server.routes:
+                return server.accepted
+        raise KeyError(name)
 
     def host_dir(self, name: str) -> Path:
         """``DIR/<host name>``: the host's files, services.json and faults.json."""

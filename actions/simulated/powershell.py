@@ -35,6 +35,33 @@ def check_command_line(command: str, arguments: str) -> str | None:
     return None
 
 
+CLM_MESSAGE = "Cannot invoke method. Method invocation is supported only on core types in this language mode."
+
+
+def _progress_record(ref: int) -> str:
+    type_names = (
+        '<TN RefId="0"><T>System.Management.Automation.PSCustomObject</T><T>System.Object</T></TN>'
+        if ref == 0
+        else '<TNRef RefId="0" />'
+    )
+    return (
+        f'<Obj S="progress" RefId="{ref}">{type_names}<MS><I64 N="SourceId">1</I64><PR N="Record">'
+        "<AV>Preparing modules for first use.</AV><AI>0</AI><Nil /><PI>-1</PI><PC>-1</PC><T>Completed</T>"
+        "<SR>-1</SR><SD> </SD></PR></MS></Obj>"
+    )
+
+
+# What powershell.exe writes on stderr when it loads modules for the first time, even for a command that
+# succeeds (the shape of the records pywinrm's tests recorded from Windows; see tests/data/pywinrm).
+FIRST_USE_PROGRESS = (
+    "#< CLIXML\r\n"
+    '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+    + _progress_record(0)
+    + _progress_record(1)
+    + "</Objs>"
+).encode()
+
+
 def clixml_error(message: str) -> bytes:
     """An error record on stderr the way powershell.exe serialises it for a remote shell."""
     text = escape(message).replace("\r", "").replace("\n", "_x000D__x000A_")
@@ -59,6 +86,10 @@ def run_script(ctx: HostContext, log: OperationLog, stdin: bytes) -> ProcessResu
         log.record(ctx.host.name, "script.rejected", "", "failed", error=message)
         return rejected(message)
     target = target_of(op, data)
+    if op != "host.info" and ctx.state.faults().constrained_language:
+        # AppLocker/WDAC: the template's first .NET call ([Convert]::FromBase64String) is refused.
+        log.record(ctx.host.name, op, target, "failed", error=CLM_MESSAGE)
+        return ProcessResult(_line({"ok": False, "error": CLM_MESSAGE}), b"", 1)
     try:
         outcome = perform(ctx, op, data)
     except OperationFailed as exc:
@@ -69,5 +100,9 @@ def run_script(ctx: HostContext, log: OperationLog, stdin: bytes) -> ProcessResu
 
 
 def _line(result: dict[str, object]) -> bytes:
-    # ConvertTo-Json -Compress, then Windows' line ending.
-    return (json.dumps(result, separators=(",", ":")) + "\r\n").encode("utf-8")
+    # ConvertTo-Json -Compress as Windows PowerShell 5.1 writes it (non-ASCII as is; < > ' & escaped),
+    # then Windows' line ending. The console code page encodes it later (actions/simulated/wsman.py).
+    text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("'", "\\u0027"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return (text + "\r\n").encode("utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import logging
 import re
 import threading
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from xml.sax.saxutils import escape, quoteattr
 
-from actions.simulated.powershell import ProcessResult, rejected
+from actions.simulated.powershell import FIRST_USE_PROGRESS, ProcessResult, rejected
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,22 @@ SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 TRANSFER_URI = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
 SHELL_RESOURCE = SHELL_URI + "/cmd"
 DONE_STATE = SHELL_URI + "/CommandState/Done"
+RUNNING_STATE = SHELL_URI + "/CommandState/Running"
 
 OPERATION_TIMEOUT_CODE = 2150858793  # 0x80338029, "ask again": pywinrm raises WinRMOperationTimeoutError
 SHELL_NOT_FOUND_CODE = 2150858843  # 0x8033805B
 SCHEMA_VALIDATION_CODE = 2150858817  # 0x80338041
 ACTION_NOT_SUPPORTED_CODE = 2150858771  # 0x80338013
+# 0x80338111: the request exceeded the service's MaxEnvelopeSizekb (what the WinRM client then reports).
+MAX_ENVELOPE_CODE = 2150859025
+MAX_ENVELOPE_REASON = (
+    "The WinRM client sent a request to the remote WS-Management service and was notified that the request size "
+    "exceeded the configured MaxEnvelopeSize quota."
+)
+# A process writes its output in pieces; the service forwards each as one rsp:Stream element.
+STREAM_PIECE = 4093  # deliberately odd: pieces end inside multi-byte characters
+CLIENT_MAX_ENVELOPE = 153600  # what a client that sends no MaxEnvelopeSize gets
+RECEIVE_OVERHEAD = 2048  # the envelope around the streams of a ReceiveResponse
 
 _ENVELOPE = (
     '<s:Envelope xml:lang="en-US" xmlns:s="{s}" xmlns:a="{a}" xmlns:x="{x}" xmlns:w="{w}" xmlns:rsp="{rsp}" '
@@ -56,6 +68,9 @@ class ShellHost(Protocol):
     def take_timeout_fault(self) -> bool:
         """True when this Receive must be answered with the operation-timeout fault."""
 
+    def max_envelope_kb(self) -> int:
+        """The service's MaxEnvelopeSizekb: a larger request is refused."""
+
 
 class WSManFault(Exception):
     """A request Windows would answer with an HTTP 500 SOAP fault."""
@@ -71,10 +86,13 @@ class WSManFault(Exception):
 @dataclass
 class Command:
     id: str
+    codepage: str = "437"
+    first_in_shell: bool = False
     stdin: bytearray = field(default_factory=bytearray)
     result: ProcessResult | None = None
     started: bool = False
     done: threading.Condition = field(default_factory=threading.Condition)
+    pending: list[tuple[str, bytes]] | None = None  # output not yet received, in stream pieces
 
     def finish(self, result: ProcessResult) -> None:
         with self.done:
@@ -87,6 +105,7 @@ class Shell:
     id: str
     codepage: str
     commands: dict[str, Command] = field(default_factory=dict)
+    launched: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,7 @@ class Request:
     shell_id: str | None
     operation_timeout_s: float
     root: ET.Element
+    max_envelope: int = CLIENT_MAX_ENVELOPE  # the client's wsman:MaxEnvelopeSize for the reply
 
     def body(self, path: str) -> ET.Element | None:
         return self.root.find("s:Body/" + path, NS)
@@ -122,6 +142,8 @@ class WSManService:
         """The HTTP status and SOAP envelope Windows would answer ``body`` with."""
         relates_to = ""
         try:
+            if len(body) > self.host.max_envelope_kb() * 1024:
+                raise WSManFault("s:Sender", "w:EncodingLimit", MAX_ENVELOPE_REASON, MAX_ENVELOPE_CODE)
             request = parse_request(body)
             relates_to = request.message_id
             reply = self._dispatch(request)
@@ -155,6 +177,13 @@ class WSManService:
         for option in request.root.findall("s:Header/w:OptionSet/w:Option", NS):
             if option.get("Name") == "WINRS_CODEPAGE" and option.text:
                 codepage = option.text.strip()
+        if _codec(codepage) is None:
+            raise WSManFault(
+                "s:Sender",
+                "w:InvalidOptions",
+                f"The WinRS client cannot process the request. The code page {codepage} is not valid.",
+                2150859093,
+            )
         shell = Shell(id=str(uuid.uuid4()).upper(), codepage=codepage)
         with self._lock:
             self._shells[shell.id] = shell
@@ -164,7 +193,13 @@ class WSManService:
             "<x:ResourceCreated><a:Address>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address>"
             f"<a:ReferenceParameters><w:ResourceURI>{SHELL_RESOURCE}</w:ResourceURI><w:SelectorSet>"
             f'<w:Selector Name="ShellId">{shell.id}</w:Selector></w:SelectorSet></a:ReferenceParameters>'
-            "</x:ResourceCreated>",
+            "</x:ResourceCreated>"
+            f'<rsp:Shell xmlns:rsp="{SHELL_URI}"><rsp:ShellId>{shell.id}</rsp:ShellId>'
+            f"<rsp:ResourceUri>{SHELL_RESOURCE}</rsp:ResourceUri><rsp:Owner>{escape(self.host.name)}</rsp:Owner>"
+            "<rsp:ClientIP>127.0.0.1</rsp:ClientIP><rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut>"
+            "<rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams>"
+            "<rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime><rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity>"
+            "</rsp:Shell>",
         )
 
     def _delete(self, request: Request) -> bytes:
@@ -180,7 +215,10 @@ class WSManService:
         if line is None or command_el is None:
             raise _schema_fault("the Command request has no rsp:CommandLine/rsp:Command")
         arguments = " ".join((a.text or "") for a in line.findall("rsp:Arguments", NS))
-        command = Command(id=str(uuid.uuid4()).upper())
+        with self._lock:
+            shell.launched += 1
+            first = shell.launched == 1
+        command = Command(id=str(uuid.uuid4()).upper(), codepage=shell.codepage, first_in_shell=first)
         launched = self.host.launch((command_el.text or "").strip(), arguments)
         if isinstance(launched, bytes):  # the script came inline: it runs at once, no stdin
             command.stdin += launched
@@ -238,9 +276,18 @@ class WSManService:
                     break
                 command.done.wait(min(remaining, 0.5))
             result = command.result
-        if result is None:
-            raise _timeout_fault()
-        return self._reply(request, SHELL_URI + "/ReceiveResponse", _receive_body(command.id, result))
+            if result is None:
+                raise _timeout_fault()
+            if command.pending is None:
+                command.pending = _pieces(command, result)
+            # The reply must fit the client's MaxEnvelopeSize: the rest waits for the next Receive.
+            budget = max(1024, request.max_envelope - RECEIVE_OVERHEAD)
+            batch: list[tuple[str, bytes]] = []
+            while command.pending and (not batch or _encoded_size(batch + command.pending[:1]) <= budget):
+                batch.append(command.pending.pop(0))
+            finished = not command.pending
+        body = _receive_body(command.id, batch, result.exit_code if finished else None)
+        return self._reply(request, SHELL_URI + "/ReceiveResponse", body)
 
     def _signal(self, request: Request) -> bytes:
         shell = self._shell(request)
@@ -311,23 +358,71 @@ def parse_request(body: bytes) -> Request:
             shell_id = (selector.text or "").strip()
     match = _DURATION.match((header.findtext("w:OperationTimeout", "", NS) or "").strip())
     timeout = float(match.group("seconds")) if match else 60.0
-    return Request(action, message_id, shell_id, timeout, root)
+    try:
+        max_envelope = int((header.findtext("w:MaxEnvelopeSize", "", NS) or "").strip())
+    except ValueError:
+        max_envelope = CLIENT_MAX_ENVELOPE
+    return Request(action, message_id, shell_id, timeout, root, max_envelope)
 
 
-def _receive_body(command_id: str, result: ProcessResult) -> str:
+def _codec(codepage: str) -> str | None:
+    """Python's codec for a Windows code page number (65001 is UTF-8), None when there is none."""
+    name = "utf-8" if codepage.strip() == "65001" else f"cp{codepage.strip()}"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return None
+    return name
+
+
+def _pieces(command: Command, result: ProcessResult) -> list[tuple[str, bytes]]:
+    """The command's output as the service forwards it: in the shell's code page, in pieces, stderr after.
+
+    powershell.exe writes its output in the console code page the shell was created with: what is not in
+    that code page arrives as '?'. A process that loads modules for the first time reports it as CLIXML
+    progress records on stderr, even when the command succeeds.
+    """
+    codec = _codec(command.codepage) or "cp437"
+    stdout = result.stdout.decode("utf-8", errors="replace").encode(codec, errors="replace")
+    stderr = result.stderr
+    if command.first_in_shell and result.exit_code == 0 and not stderr:
+        stderr = FIRST_USE_PROGRESS
+    pieces: list[tuple[str, bytes]] = []
+    for name, data in (("stdout", stdout), ("stderr", stderr)):
+        cuts = set(range(STREAM_PIECE, len(data), STREAM_PIECE))
+        cuts.update(i + 1 for i, line_end in enumerate(data) if line_end == 0x0A and i + 1 < len(data))
+        multibyte = next((i for i, byte in enumerate(data) if byte >= 0xC0), None)
+        if multibyte is not None and codec == "utf-8":
+            cuts.add(multibyte + 1)  # one cut inside the first multi-byte character
+        start = 0
+        for cut in sorted(cuts):
+            pieces.append((name, data[start:cut]))
+            start = cut
+        if start < len(data):
+            pieces.append((name, data[start:]))
+    return pieces
+
+
+def _encoded_size(pieces: list[tuple[str, bytes]]) -> int:
+    return sum(120 + 4 * ((len(data) + 2) // 3) for _, data in pieces)
+
+
+def _receive_body(command_id: str, pieces: list[tuple[str, bytes]], exit_code: int | None) -> str:
+    """A ReceiveResponse with ``pieces``; Done with ``exit_code`` when it is the last, else Running."""
     streams = []
-    for name, data in (("stdout", result.stdout), ("stderr", result.stderr)):
-        if data:
-            encoded = base64.b64encode(data).decode("ascii")
-            streams.append(f'<rsp:Stream Name="{name}" CommandId="{command_id}">{encoded}</rsp:Stream>')
-    streams.append(f'<rsp:Stream Name="stdout" CommandId="{command_id}" End="true"/>')
-    streams.append(f'<rsp:Stream Name="stderr" CommandId="{command_id}" End="true"/>')
-    return (
-        "<rsp:ReceiveResponse>"
-        + "".join(streams)
-        + f'<rsp:CommandState CommandId="{command_id}" State="{DONE_STATE}">'
-        + f"<rsp:ExitCode>{result.exit_code}</rsp:ExitCode></rsp:CommandState></rsp:ReceiveResponse>"
-    )
+    for name, data in pieces:
+        encoded = base64.b64encode(data).decode("ascii")
+        streams.append(f'<rsp:Stream Name="{name}" CommandId="{command_id}">{encoded}</rsp:Stream>')
+    if exit_code is None:
+        state = f'<rsp:CommandState CommandId="{command_id}" State="{RUNNING_STATE}"/>'
+    else:
+        streams.append(f'<rsp:Stream Name="stdout" CommandId="{command_id}" End="true"></rsp:Stream>')
+        streams.append(f'<rsp:Stream Name="stderr" CommandId="{command_id}" End="true"></rsp:Stream>')
+        state = (
+            f'<rsp:CommandState CommandId="{command_id}" State="{DONE_STATE}">'
+            f"<rsp:ExitCode>{exit_code}</rsp:ExitCode></rsp:CommandState>"
+        )
+    return "<rsp:ReceiveResponse>" + "".join(streams) + state + "</rsp:ReceiveResponse>"
 
 
 def _envelope(action: str, relates_to: str, body: str) -> bytes:
