@@ -18,13 +18,14 @@ Operations and their data / results (paths are Windows paths):
 =================  =======================================  ==========================================
 op                 data                                     result (besides ``ok``)
 =================  =======================================  ==========================================
-host.info          {}                                       hostname, ps_version
+host.info          {}                                       hostname, ps_version, language_mode,
+                                                            execution_policies [{scope, policy}]
 service.query      service                                  service, state
 service.stop       service, timeout_s                       service, state, changed
 service.start      service, timeout_s                       service, state, changed
 service.restart    service, timeout_s                       service, state
 file.read          path                                     exists, content_b64, sha256
-file.replace       path, content_b64, sha256,               path, backup_path, sha256, changed
+file.replace       path, content_b64, sha256,               path, backup_path, sha256, changed, note
                    expected_sha256, backup_path
 path.test          path                                     exists, is_dir
 taskqueue.drop     folder, name                             path, created, already_waiting
@@ -37,6 +38,12 @@ name must match exactly one service (``Get-Service`` accepts wildcards; the scri
 refuses when the current file's hash is not ``expected_sha256`` (someone changed it since it was
 read) and then swaps it in with ``[IO.File]::Replace`` keeping the original as ``backup_path``;
 when the current file already has hash ``sha256`` it changes nothing (``changed: false``).
+Replace is retried on 1175/1176/1177 and sharing violations; when it fails after renaming the original
+(1177) the checked new content (or else the original) is put back in place, and ``note`` says so.
+
+Every template starts with the same prologue (``$ErrorActionPreference``, ``$ProgressPreference``, the
+whole exception chain in failures) and checks paths as ``^[A-Za-z]:\\`` equal to their ``GetFullPath``;
+tests/test_ps51_lint.py holds them to Windows PowerShell 5.1 on .NET Framework 4.6.2.
 """
 
 from __future__ import annotations
@@ -76,8 +83,8 @@ BOOTSTRAP = (
 )
 POWERSHELL = "powershell.exe"
 _BASE_ARGUMENTS = ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand"]
-# cmd.exe caps a command line at 8,191 characters; keep an inline script well below that.
-INLINE_LIMIT = 7000
+# cmd.exe caps a command line at 8,191 characters; the executable and the fixed arguments take 81 of them.
+INLINE_LIMIT = 8000
 
 
 class ProtocolError(ValueError):
@@ -135,8 +142,18 @@ def encode_data(data: dict[str, Any]) -> str:
 
 
 def render(op: str, data: dict[str, Any]) -> str:
-    """The script to send over stdin for ``op`` with ``data``."""
-    return template(op).replace(DATA_PLACEHOLDER, encode_data(data))
+    """The script of ``op`` with ``data``, without comment lines, blank lines and indentation.
+
+    The templates are written to be read; what travels is kept short so that more of them fit on the
+    command line (no template has a multi-line string, so dropping indentation changes nothing).
+    """
+    header, _, body = template(op).partition("\n")
+    lines = [header.rstrip("\r")]
+    for line in body.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append(stripped)
+    return "\n".join(lines).replace(DATA_PLACEHOLDER, encode_data(data)) + "\n"
 
 
 def parse(script: str) -> tuple[str, dict[str, Any]]:

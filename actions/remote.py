@@ -26,6 +26,8 @@ class Executor(Protocol):
 class HostInfo:
     hostname: str
     ps_version: str
+    language_mode: str = "FullLanguage"  # ConstrainedLanguage under AppLocker/WDAC: the bot cannot work
+    execution_policies: tuple[tuple[str, str], ...] = ()  # (scope, policy) as Get-ExecutionPolicy -List
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,17 @@ def backup_path_for(path: str, now: datetime | None = None) -> str:
 
 def host_info(ex: Executor, host: Host) -> HostInfo:
     r = ex.run(host, "host.info", {})
-    return HostInfo(_get(host, "host.info", r, "hostname", str), _get(host, "host.info", r, "ps_version", str))
+    policies = r.get("execution_policies")
+    return HostInfo(
+        _get(host, "host.info", r, "hostname", str),
+        _get(host, "host.info", r, "ps_version", str),
+        str(r.get("language_mode") or "FullLanguage"),
+        tuple(
+            (str(p.get("scope")), str(p.get("policy")))
+            for p in (policies if isinstance(policies, list) else [])
+            if isinstance(p, dict)
+        ),
+    )
 
 
 def query_service(ex: Executor, host: Host, service: str) -> str:

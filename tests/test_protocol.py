@@ -16,9 +16,14 @@ TYPICAL = {
 }
 
 
+# Service changes carry their state handling (pending states, dependents, start type): over stdin.
+OVER_STDIN = ("file.replace", "service.stop", "service.start", "service.restart")
+
+
 def test_every_small_operation_fits_inline_under_cmd_exe_limit() -> None:
     for op in protocol.OPERATIONS:
-        if op == "file.replace":
+        if op in OVER_STDIN:
+            assert protocol.command_arguments(protocol.render(op, TYPICAL))[1] is not None, op
             continue
         script = protocol.render(op, TYPICAL)
         arguments, stdin = protocol.command_arguments(script)

@@ -43,6 +43,7 @@ class Faults:
     start_type: dict[str, str] = field(default_factory=dict)  # service → Automatic | Manual | Disabled
     dependents: dict[str, tuple[str, ...]] = field(default_factory=dict)  # service → services that depend on it
     logon_failure: tuple[str, ...] = ()  # services whose account cannot log on (Win32 error 1069)
+    denied: tuple[str, ...] = ()  # Windows paths the WinRM user may not open (access denied)
 
     def stuck_state(self, service: str) -> str | None:
         """The pending state ``service`` is held in, matched case-insensitively like Windows."""
@@ -56,6 +57,9 @@ class Faults:
 
     def is_held_open(self, windows_path: str) -> bool:
         return any(p.lower() == windows_path.lower() for p in self.held_open)
+
+    def is_denied(self, windows_path: str) -> bool:
+        return any(p.lower() == windows_path.lower() for p in self.denied)
 
 
 def _by_service(mapping: dict[str, Any], service: str) -> Any:
@@ -153,6 +157,7 @@ class HostState:
                 start_type=_str_map(data.get("start_type")),
                 dependents={str(k): tuple(str(d) for d in v) for k, v in (data.get("dependents") or {}).items()},
                 logon_failure=tuple(str(s) for s in data.get("logon_failure") or ()),
+                denied=tuple(str(p) for p in data.get("denied") or ()),
             )
         except (TypeError, ValueError, AttributeError):
             return Faults()

@@ -7,9 +7,9 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,15 +97,68 @@ def _sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+# --------------------------------------------------------------------------- paths as the templates check them
+
+_ABSOLUTE = re.compile(r"\A[A-Za-z]:\\")
+_NOT_FULL = re.compile(r"(?:\\\\|/|\\\.{1,2}(?:\\|\Z)|[ .](?:\\|\Z))")
+_WIN32_MESSAGES = {
+    3: "Could not find a part of the path.",
+    32: "The process cannot access the file because it is being used by another process.",
+    1175: "Unable to remove the file to be replaced.",
+    1176: "Unable to move the replacement file to the file to be replaced. "
+    "The file to be replaced has retained its original name.",
+    1177: "Unable to move the replacement file to the file to be replaced. "
+    "The file to be replaced has been renamed using the backup name.",
+}
+REPLACE_ATTEMPTS = 5
+RETRIED_ERRORS = frozenset({1175, 1176, 1177, 32, 33})
+
+
+def _absolute(path: str) -> str:
+    """Assert-AbsolutePath: a drive-letter path equal to its GetFullPath (no C:foo, \\foo, UNC, '..', '/')."""
+    tail = path[3:]
+    if not _ABSOLUTE.match(path) or _NOT_FULL.search("\\" + tail) or tail.startswith("\\"):
+        raise OperationFailed(f"not an absolute path: '{path}'")
+    return path
+
+
+def _kind(ctx: HostContext, path: str) -> str:
+    """Get-PathKind: 'missing', 'file' or 'folder'; access denied is an error, never 'missing'."""
+    if ctx.state.faults().is_denied(path):
+        raise OperationFailed(f"access denied: {path}: Access to the path '{path}' is denied.")
+    local = ctx.state.resolve(path)
+    if local.is_dir():
+        return "folder"
+    return "file" if local.exists() else "missing"
+
+
+def _method_error(method: str, arguments: int, code: int, message: str | None = None) -> str:
+    """Get-ErrorChain of a failed .NET call as PowerShell wraps it."""
+    text = message or _WIN32_MESSAGES.get(code, f"Win32 error {code}")
+    return f'Exception calling "{method}" with "{arguments}" argument(s): "{text}" <- {text} (Win32 error {code})'
+
+
 # --------------------------------------------------------------------------- host.info
 
 
 def _host_info(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    # $env:COMPUTERNAME is the NetBIOS name: upper case.
-    return Outcome({"hostname": ctx.host.name.upper(), "ps_version": PS_VERSION})
+    faults = ctx.state.faults()
+    policies = {"MachinePolicy": "Undefined", "UserPolicy": "Undefined", "Process": "Bypass"}
+    policies.update({"CurrentUser": "Undefined", "LocalMachine": "RemoteSigned"})
+    policies.update(faults.execution_policies)
+    return Outcome(
+        {
+            "hostname": ctx.host.name.upper(),  # $env:COMPUTERNAME is the NetBIOS name: upper case.
+            "ps_version": PS_VERSION,
+            "language_mode": "ConstrainedLanguage" if faults.constrained_language else "FullLanguage",
+            "execution_policies": [{"scope": scope, "policy": policy} for scope, policy in policies.items()],
+        }
+    )
 
 
 # --------------------------------------------------------------------------- services
+
+_SETTLED = {"StartPending": "Running", "ContinuePending": "Running", "StopPending": "Stopped", "PausePending": "Paused"}
 
 
 def _service(ctx: HostContext, data: dict[str, Any]) -> str:
@@ -118,40 +171,82 @@ def _service(ctx: HostContext, data: dict[str, Any]) -> str:
     return found[0]
 
 
-def _wait_out_stuck(ctx: HostContext, service: str, timeout: float, verb: str) -> None:
-    """While a fault holds ``service`` in a pending state, wait up to ``timeout`` then fail."""
-    deadline = time.monotonic() + timeout
+def _state(ctx: HostContext, name: str) -> str:
+    """The state now: a stuck fault holds a pending state; a pending state without one settles at once."""
+    state = ctx.state.service_state(name) or "Stopped"
+    if ctx.state.faults().stuck_state(name) is None and state in _SETTLED:
+        state = _SETTLED[state]
+        ctx.state.set_service_state(name, state)
+    return state
+
+
+def _wait(ctx: HostContext, name: str, wanted: str, deadline: float, verb: str, limit: float) -> None:
+    """Wait-Status: wait until the service is in ``wanted`` (a stuck fault holds it), else fail."""
     while True:
-        stuck = ctx.state.faults().stuck_state(service)
+        stuck = ctx.state.faults().stuck_state(name)
         if stuck is None:
+            state = _state(ctx, name)
+            if state != wanted:
+                ctx.state.set_service_state(name, wanted)
+            return
+        if stuck == wanted:
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0 or ctx.stopping.is_set():
-            raise OperationFailed(f"service '{service}' did not {verb} within {timeout:g} s: stuck in {stuck}")
+            raise OperationFailed(f"service '{name}' did not {verb} within {limit:g} s: stuck in {stuck}")
         ctx.stopping.wait(min(0.1, remaining))
 
 
 def _service_query(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     name = _service(ctx, data)
-    return Outcome({"service": name, "state": ctx.state.service_state(name)})
+    return Outcome({"service": name, "state": _state(ctx, name)})
 
 
-def _stop(ctx: HostContext, name: str, timeout: float) -> bool:
-    if ctx.state.service_state(name) == "Stopped":
-        return False
-    _wait_out_stuck(ctx, name, timeout, "stop")
-    ctx.state.set_service_state(name, "Stopped")
-    return True
+def _stop(ctx: HostContext, name: str, timeout: float) -> None:
+    """Stop-OneService."""
+    deadline = time.monotonic() + timeout
+    state = _state(ctx, name)
+    if state in ("StartPending", "ContinuePending"):  # stopping a starting service fails (1061): wait first
+        _wait(ctx, name, "Running", deadline, "start", timeout)
+        state = "Running"
+    if state not in ("Stopped", "StopPending"):
+        faults = ctx.state.faults()
+        running = [d for d in faults.dependents_of(name) if (ctx.state.service_state(d) or "Running") != "Stopped"]
+        if running:
+            raise OperationFailed(
+                f"service '{name}' has running dependent services: {', '.join(running)}; stop them first"
+            )
+        if faults.stuck_state(name) is None:
+            ctx.state.set_service_state(name, "Stopped")
+    _wait(ctx, name, "Stopped", deadline, "stop", timeout)
 
 
-def _start(ctx: HostContext, name: str, timeout: float) -> bool:
-    if ctx.state.service_state(name) == "Running":
-        return False
-    _wait_out_stuck(ctx, name, timeout, "start")
-    ctx.state.set_service_state(name, "Running")
+def _start(ctx: HostContext, name: str, timeout: float) -> None:
+    """Start-OneService."""
+    deadline = time.monotonic() + timeout
+    state = _state(ctx, name)
+    if state in ("Paused", "PausePending", "ContinuePending"):
+        raise OperationFailed(
+            f"service '{name}' is {state}: resume or stop it first; the bot does not start a paused service"
+        )
+    if state == "StopPending":  # starting a stopping service fails (1061): wait until it has stopped
+        _wait(ctx, name, "Stopped", deadline, "stop", timeout)
+        state = "Stopped"
+    if state == "Stopped":
+        faults = ctx.state.faults()
+        if faults.start_type_of(name).lower() == "disabled":
+            raise OperationFailed(f"service '{name}' is Disabled (its start type): set it to Automatic or Manual first")
+        if any(s.lower() == name.lower() for s in faults.logon_failure):
+            cannot = f"Cannot start service {name} on computer '.'."
+            raise OperationFailed(
+                f'Exception calling "Start" with "0" argument(s): "{cannot}" <- {cannot} <- '
+                "The service did not start due to a logon failure (Win32 error 1069)"
+            )
+        if faults.stuck_state(name) is None:
+            ctx.state.set_service_state(name, "Running")
+    _wait(ctx, name, "Running", deadline, "start", timeout)
     if ctx.host.role == "account_server" and name.lower() == ctx.config.redstor.account_server.service.lower():
         _account_server_started(ctx)
-    return True
 
 
 def _account_server_started(ctx: HostContext) -> None:
@@ -169,14 +264,18 @@ def _account_server_started(ctx: HostContext) -> None:
 
 def _service_stop(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     name = _service(ctx, data)
-    changed = _stop(ctx, name, _timeout(data))
-    return Outcome({"service": name, "state": ctx.state.service_state(name), "changed": changed}, changed)
+    timeout = _timeout(data)
+    changed = _state(ctx, name) != "Stopped"
+    _stop(ctx, name, timeout)
+    return Outcome({"service": name, "state": _state(ctx, name), "changed": changed}, changed)
 
 
 def _service_start(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     name = _service(ctx, data)
-    changed = _start(ctx, name, _timeout(data))
-    return Outcome({"service": name, "state": ctx.state.service_state(name), "changed": changed}, changed)
+    timeout = _timeout(data)
+    changed = _state(ctx, name) != "Running"
+    _start(ctx, name, timeout)
+    return Outcome({"service": name, "state": _state(ctx, name), "changed": changed}, changed)
 
 
 def _service_restart(ctx: HostContext, data: dict[str, Any]) -> Outcome:
@@ -184,25 +283,29 @@ def _service_restart(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     timeout = _timeout(data)
     _stop(ctx, name, timeout)
     _start(ctx, name, timeout)
-    return Outcome({"service": name, "state": ctx.state.service_state(name)}, True)
+    return Outcome({"service": name, "state": _state(ctx, name)}, True)
 
 
 # --------------------------------------------------------------------------- files
 
 
 def _file_read(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    local = ctx.state.resolve(_text(data, "path"))
-    if not local.is_file():
+    path = _absolute(_text(data, "path"))
+    kind = _kind(ctx, path)
+    if kind == "folder":
+        raise OperationFailed(f"not a file: {path} is a folder")
+    if kind == "missing":
         return Outcome({"exists": False, "content_b64": "", "sha256": ""})
-    content = local.read_bytes()
+    # Opened with FileShare ReadWrite|Delete: a file another process holds open for writing reads fine.
+    content = ctx.state.resolve(path).read_bytes()
     return Outcome(
         {"exists": True, "content_b64": base64.b64encode(content).decode("ascii"), "sha256": _sha256(content)}
     )
 
 
 def _file_replace(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    path = _text(data, "path")
-    backup = _text(data, "backup_path")
+    path = _absolute(_text(data, "path"))
+    backup = _absolute(_text(data, "backup_path"))
     wanted = _text(data, "sha256").lower()
     expected = _text(data, "expected_sha256").lower()
     try:
@@ -211,54 +314,99 @@ def _file_replace(ctx: HostContext, data: dict[str, Any]) -> Outcome:
         raise OperationFailed(f"content_b64 is not base64: {exc}") from exc
     local, local_backup = ctx.state.resolve(path), ctx.state.resolve(backup)
     with ctx.state.lock:
-        if not local.is_file():
+        if _kind(ctx, path) != "file":
             raise OperationFailed(f"file not found: {path}")
         current = _sha256(local.read_bytes())
         if current == wanted:
-            return Outcome({"path": path, "backup_path": None, "sha256": wanted, "changed": False}, False)
+            return Outcome({"path": path, "backup_path": None, "sha256": wanted, "changed": False, "note": ""}, False)
         if current != expected:
             raise OperationFailed(
                 f"file {path} changed since it was read (sha256 is {current}, expected {expected}); nothing was written"
             )
-        if local_backup.exists():
+        if _kind(ctx, backup) != "missing":
             raise OperationFailed(f"backup file already exists: {backup}")
-        _swap_in(local, local_backup, content, wanted)
-    return Outcome({"path": path, "backup_path": backup, "sha256": wanted, "changed": True}, True)
+        note = _swap_in(ctx, path, local, local_backup, content, wanted)
+    return Outcome({"path": path, "backup_path": backup, "sha256": wanted, "changed": True, "note": note}, True)
 
 
-def _swap_in(local: Path, local_backup: Path, content: bytes, wanted: str) -> None:
-    """Like [IO.File]::Replace: the temp file beside the target becomes it, the original the backup."""
-    fd, tmp_name = tempfile.mkstemp(prefix=local.name + ".", suffix=".tmp", dir=local.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        written = _sha256(tmp.read_bytes())
-        if written != wanted:
-            raise OperationFailed(
-                f"content check failed: written sha256 {written}, expected {wanted}; nothing was replaced"
-            )
-        try:
-            os.link(local, local_backup)  # the original, byte for byte, under the backup name
-        except PermissionError:
-            shutil.copy2(local, local_backup)  # a file system without hard links
-        os.replace(tmp, local)
-    finally:
+def _swap_in(ctx: HostContext, path: str, local: Path, local_backup: Path, content: bytes, wanted: str) -> str:
+    """The template's swap: a checked temporary file beside the target, then [IO.File]::Replace with retries.
+
+    Replace failures come from faults.json: ``replace_error``/``replace_failures`` (1175/1176/1177),
+    ``locked_temp`` (a scanner holds the fresh file: 1176, and it cannot be deleted) and ``held_open``
+    (another process holds the target without delete sharing: 1175). Returns the note of a recovery.
+    """
+    tmp = local.with_name(f"{local.name}.{uuid.uuid4().hex}.tmp")
+    tmp_windows = f"{path}.{tmp.name.rsplit('.', 2)[-2]}.tmp"
+    with tmp.open("wb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    written = _sha256(tmp.read_bytes())
+    if written != wanted:
         tmp.unlink(missing_ok=True)
+        raise OperationFailed(
+            f"content check failed: written sha256 {written}, expected {wanted}; nothing was replaced"
+        )
+    for attempt in range(1, REPLACE_ATTEMPTS + 1):
+        faults = ctx.state.faults()
+        if faults.locked_temp:
+            code = 1176
+        elif faults.is_held_open(path):
+            code = 1175
+        else:
+            code = ctx.state.take_replace_failure()
+        if code == 0 and not local_backup.parent.is_dir():
+            code = 3  # the backup's folder does not exist
+        if code == 0:
+            _link_or_copy(local, local_backup)  # the original, byte for byte, under the backup name
+            os.replace(tmp, local)
+            return ""
+        failure = _method_error("Replace", 3, code)
+        if code == 1177:  # the original was renamed to the backup; the new content is still the temporary file
+            os.replace(local, local_backup)
+            if not faults.locked_temp:
+                os.replace(tmp, local)
+                return (
+                    f"File.Replace failed (Win32 error {code}) after renaming the original to the backup; "
+                    "the checked new content was moved into place"
+                )
+            shutil.copy2(local_backup, local)
+            raise OperationFailed(
+                f"replacing {path} failed (Win32 error {code}) and the new content could not be moved into place "
+                f"({_method_error('Move', 2, 32)}); the original was copied back from the backup; "
+                f"the new content is kept in {tmp_windows}"
+            )
+        if attempt >= REPLACE_ATTEMPTS or code not in RETRIED_ERRORS:
+            left = ""
+            if faults.locked_temp:
+                left = f"; the temporary file {tmp_windows} could not be removed: {_method_error('Delete', 1, 32)}"
+            else:
+                tmp.unlink(missing_ok=True)
+            raise OperationFailed(
+                f"replacing {path} failed after {attempt} attempt(s): {failure}; {path} is unchanged{left}"
+            )
+        ctx.stopping.wait(0.25 * attempt)  # the template's Start-Sleep
+    raise AssertionError("unreachable")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except PermissionError:
+        shutil.copy2(source, target)  # a file system without hard links
 
 
 def _path_test(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    local = ctx.state.resolve(_text(data, "path"))
-    return Outcome({"exists": local.exists(), "is_dir": local.is_dir()})
+    kind = _kind(ctx, _absolute(_text(data, "path")))
+    return Outcome({"exists": kind != "missing", "is_dir": kind == "folder"})
 
 
 # --------------------------------------------------------------------------- task queue
 
 
 def _task_file(ctx: HostContext, data: dict[str, Any]) -> tuple[str, Path, Path]:
-    folder = _text(data, "folder")
+    folder = _absolute(_text(data, "folder"))
     name = data.get("name")
     if not isinstance(name, str) or not name or _INVALID_FILE_NAME.search(name):
         raise OperationFailed(f"invalid task file name '{name}'")
@@ -267,8 +415,8 @@ def _task_file(ctx: HostContext, data: dict[str, Any]) -> tuple[str, Path, Path]
 
 
 def _taskqueue_drop(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    path, local_folder, local = _task_file(ctx, data)
-    if not local_folder.is_dir():
+    path, _, local = _task_file(ctx, data)
+    if _kind(ctx, _text(data, "folder")) != "folder":
         raise OperationFailed(f"task queue folder not found: {_text(data, 'folder')}")
     try:
         with local.open("xb"):
@@ -279,9 +427,9 @@ def _taskqueue_drop(ctx: HostContext, data: dict[str, Any]) -> Outcome:
 
 
 def _taskqueue_status(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    _, local_folder, local = _task_file(ctx, data)
-    exists = local_folder.is_dir()
-    return Outcome({"folder_exists": exists, "waiting": exists and local.is_file()})
+    path, _, _ = _task_file(ctx, data)
+    exists = _kind(ctx, _text(data, "folder")) == "folder"
+    return Outcome({"folder_exists": exists, "waiting": exists and _kind(ctx, path) == "file"})
 
 
 _HANDLERS: dict[str, Callable[[HostContext, dict[str, Any]], Outcome]] = {
