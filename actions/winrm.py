@@ -45,6 +45,10 @@ QUOTA_EXCEEDED = 2150859174
 RESET_FAULTS = frozenset({SHELL_NOT_FOUND, QUOTA_EXCEEDED})
 RECEIVE_PAUSE_S = 0.05
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # per stream of one operation; a Settings.xml read is a few kB
+# HTTP.sys closes a connection idle for 120 s. NTLM/Kerberos authenticate the connection and message
+# encryption is bound to it: a message sealed for a closed connection cannot be re-sent on a new one. So a
+# host's HTTP session idle for longer than this is closed and a new one authenticated (the shell stays).
+IDLE_RESET_S = 60.0
 # stdin travels in Send requests of at most this many bytes: base64 and the envelope make one about 135 KB,
 # under the 150 KB MaxEnvelopeSizekb of older or hardened servers (Windows' default is 500 KB).
 STDIN_CHUNK = 100_000
@@ -162,6 +166,7 @@ class _Channel:
     protocol: Protocol
     lock: threading.Lock = field(default_factory=threading.Lock)
     shell_id: str | None = None
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class _RetryInFreshShell(Exception):
@@ -268,6 +273,8 @@ class WinRMExecutor:
             )
         started = time.monotonic()
         try:
+            if started - channel.last_used > IDLE_RESET_S:
+                channel.protocol.transport.close_session()  # a fresh, freshly authenticated connection
             try:
                 rc, stdout, stderr = self._run_script(host, channel, op, script, deadline, limit)
             except _RetryInFreshShell:
@@ -275,6 +282,7 @@ class WinRMExecutor:
                 self._drop_shell(host, channel)
                 rc, stdout, stderr = self._run_script(host, channel, op, script, deadline, limit, retry=False)
         finally:
+            channel.last_used = time.monotonic()
             channel.lock.release()
         result = self._result(host, op, rc, stdout, stderr)
         log.info("%s: %s ok in %.2f s", host.name, op, time.monotonic() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections import Counter
@@ -104,6 +105,15 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert (out_dir / f"{run}-timeline.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
         assert str(report) in out
     assert (out_dir / "platform" / "operations.jsonl").is_file()
+    # two hosts ran as on a domain network: NTLM with sealed messages, and NTLM over validated HTTPS
+    ran = load_config(out_dir / "failover.yml")
+    assert (ran.host("as-b").winrm.transport, ran.host("as-b").winrm.url[:5]) == ("ntlm", "http:")
+    assert ran.host("ms-b1").winrm.url.startswith("https://")
+    assert ran.host("ms-b1").winrm.server_cert_validation == "validate"
+    assert ran.host("ms-b1").winrm.ca_trust_path == str((out_dir / "platform" / "tls" / "ca.pem").resolve())
+    touched = {(o["host"], o["outcome"]) for o in map(json.loads, (out_dir / "platform" / "operations.jsonl").open())}
+    assert ("as-b", "ok") in touched and ("ms-b1", "ok") in touched
+    assert "as-b speaks NTLM with WinRM message encryption" in out
     # nothing secret was printed: no ServerGuid, no one-time password
     guids = _guids(out_dir / "platform")
     assert len(guids) == 6

@@ -25,7 +25,8 @@ ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 
 @pytest.fixture
 def rh(tmp_path: Path) -> Iterator[Rehearsal]:
-    cfg = write_config(tmp_path / "cfg")
+    # as-b over NTLM with message encryption, ms-b1 over HTTPS validated against the platform's test CA
+    cfg = write_config(tmp_path / "cfg", secure_state=tmp_path / "state")
     with rehearsal(
         cfg, tmp_path / "state", people={ALICE: "alice", BOB: "bob", CAROL: "carol", "U0MALLORY": "mallory"}
     ) as r:

@@ -1,7 +1,10 @@
 """The HTTP side of a simulated host: POST /wsman over kept-alive HTTP/1.1 connections, as HTTP.sys serves it.
 
-Authentication (Basic here), injected faults and the cost of a new connection (``handshake_ms``) are applied
-per request; a connection stays open between requests until the client closes it or stays idle too long.
+Authentication is per host: Basic, or NTLM (``transport: ntlm``), which authenticates the connection and,
+over plain HTTP, requires WinRM message encryption both ways (AllowUnencrypted=false). A listener whose
+URLs are https:// serves TLS with a certificate from the platform's test CA (actions/simulated/security.py).
+Injected faults and the cost of a new connection (``handshake_ms``) are applied per request; a connection
+stays open between requests until the client closes it or stays idle too long.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import base64
 import hmac
 import logging
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from actions.simulated.host_state import HostState
+from actions.simulated.security import ENCRYPTED_CONTENT_TYPE, EncryptionError, NtlmConnection
 from actions.simulated.wsman import WSManService
 
 MAX_BODY = 4 * 1024 * 1024
@@ -42,6 +47,11 @@ class Credentials:
             password.encode(), self.password.encode()
         )
 
+    def is_user(self, principal: str) -> bool:
+        """Whether an NTLM-authenticated principal (``user``, ``DOMAIN\\user`` or ``user@realm``) is this user."""
+        name = principal.rsplit("\\", 1)[-1].split("@", 1)[0]
+        return hmac.compare_digest(name.lower().encode(), self.username.lower().split("@", 1)[0].encode())
+
 
 @dataclass(frozen=True)
 class Route:
@@ -50,6 +60,8 @@ class Route:
     state: HostState
     credentials: Credentials
     wsman: WSManService
+    transport: str = "basic"  # basic | ntlm
+    encrypted: bool = False  # NTLM over plain HTTP: every message must be sealed
 
 
 class EndpointServer(ThreadingHTTPServer):
@@ -58,13 +70,27 @@ class EndpointServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins the request threads
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], routes: dict[str, Route], stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        routes: dict[str, Route],
+        stopping: threading.Event,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.routes = routes
         self.stopping = stopping
+        self.tls = tls
         self.accepted = 0  # TCP connections accepted so far (kept-alive connections count once)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The TLS handshake happens in the request thread, on the first read.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -110,11 +136,19 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "Microsoft-HTTPAPI/2.0"
     sys_version = ""
     protocol_version = "HTTP/1.1"  # HTTP.sys keeps connections alive; NTLM authenticates a connection, not a request
-    timeout = 15  # an idle or stalled client cannot hold a request thread (and stop()) for long
+    timeout = 120  # HTTP.sys closes a connection idle for 2 minutes (IdleConnectionTimeout)
 
     def setup(self) -> None:
         super().setup()
         self.fresh = True  # no request answered on this connection yet: it pays the handshake
+        self.ntlm = NtlmConnection()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            # A client that refuses our certificate (wrong CA or name) or drops the connection.
+            log.debug("connection ended: %s", exc)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self._read_body()
@@ -134,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         if delay_ms and self.server.stopping.wait(delay_ms / 1000):
             self.close_connection = True
             return
+        if route.transport == "ntlm":
+            self._ntlm(route, body, faults.reject_auth)
+            return
         if faults.reject_auth or not route.credentials.accepts(self.headers.get("Authorization")):
             self._send(401, b"", "text/plain", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
             return
@@ -146,6 +183,47 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, reply = route.wsman.handle(body)
         self._send(status, reply, "application/soap+xml;charset=UTF-8")
+
+    def _ntlm(self, route: Route, body: bytes, reject: bool) -> None:
+        """NTLM over Negotiate: a three-leg handshake on this connection, then sealed messages."""
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() in ("negotiate", "ntlm") and token:
+            try:
+                challenge = self.ntlm.step(base64.b64decode(token.strip(), validate=True))
+            except ValueError:
+                challenge, self.ntlm = None, NtlmConnection()
+            if challenge is not None:
+                self._send(
+                    401, b"", "text/plain", {"WWW-Authenticate": "Negotiate " + base64.b64encode(challenge).decode()}
+                )
+                return
+        if reject or not self.ntlm.authenticated or not route.credentials.is_user(self.ntlm.user or ""):
+            self.ntlm = NtlmConnection()
+            self._send(401, b"", "text/plain", {"WWW-Authenticate": "Negotiate"})
+            return
+        if not body:  # the client's empty request that sets up the security context
+            self._send(200, b"", "application/soap+xml;charset=UTF-8")
+            return
+        content_type = self.headers.get("Content-Type", "").lower()
+        sealed = content_type.startswith("multipart/encrypted")
+        if route.encrypted and not sealed:
+            self._send(400, b"", "text/plain")  # AllowUnencrypted=false: plain SOAP over HTTP is refused
+            return
+        if sealed:
+            try:
+                body = self.ntlm.decrypt(body)
+            except EncryptionError as exc:
+                log.info("%s: encrypted message refused: %s", route.state.name, exc)
+                self._send(400, b"", "text/plain")
+                return
+        elif "application/soap+xml" not in content_type:
+            self._send(415, b"", "text/plain")
+            return
+        status, reply = route.wsman.handle(body)
+        if sealed:
+            self._send(status, self.ntlm.encrypt(reply), ENCRYPTED_CONTENT_TYPE)
+        else:
+            self._send(status, reply, "application/soap+xml;charset=UTF-8")
 
     def _read_body(self) -> bytes | None:
         """The request body, read whole so the kept-alive connection stays in step; None when refused."""

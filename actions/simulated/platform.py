@@ -21,6 +21,7 @@ from actions.simulated.host_state import HostState
 from actions.simulated.operations import HostContext
 from actions.simulated.oplog import OperationLog
 from actions.simulated.powershell import CLM_MESSAGE, ProcessResult, check_command_line, rejected, run_script
+from actions.simulated.security import TestCA, use_user_file, write_user_file
 from actions.simulated.seeding import seed
 from actions.simulated.storage_platform import StoragePlatformDatabase, site_databases
 from actions.simulated.wsman import WSManService
@@ -28,6 +29,7 @@ from bot.config import Config, Host, secret
 from bot.errors import ConfigError
 
 JOIN_DEADLINE_S = 10.0
+SERVED_TRANSPORTS = ("basic", "ntlm")
 
 
 class HostRuntime:
@@ -96,6 +98,7 @@ class SimulatedPlatform:
         self._stopping = threading.Event()
         self._workers = _Workers()
         self._servers: list[EndpointServer] = []
+        self._test_ca: TestCA | None = None
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -107,6 +110,7 @@ class SimulatedPlatform:
         credentials = self._credentials()
         listeners = self._listeners()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ntlm_users(credentials)
         seed(self.config, self.states, self.distinct_databases())
         self._stopping.clear()
         try:
@@ -207,16 +211,28 @@ class SimulatedPlatform:
     def _listeners(self) -> dict[tuple[str, int], dict[str, Host]]:
         fields = _winrm_fields(self.config)
         listeners: dict[tuple[str, int], dict[str, Host]] = {}
+        schemes: dict[tuple[str, int], str] = {}
         for host in self.config.hosts():
             parts = urlsplit(host.winrm.url)
-            if parts.scheme != "http":
-                raise ConfigError(self.config.path, fields[host.name], "the simulated platform serves http:// only")
+            if parts.scheme not in ("http", "https"):
+                raise ConfigError(self.config.path, fields[host.name], "the simulated platform serves http(s):// only")
+            if host.winrm.transport not in SERVED_TRANSPORTS:
+                raise ConfigError(
+                    self.config.path,
+                    fields[host.name],
+                    f"the simulated platform accepts transport {' or '.join(SERVED_TRANSPORTS)}, "
+                    f"not {host.winrm.transport!r}",
+                )
             hostname = parts.hostname or ""
             if not _is_loopback(hostname):
                 raise ConfigError(
                     self.config.path, fields[host.name], f"the simulated platform binds loopback only, not {hostname!r}"
                 )
             address = (hostname, parts.port or 80)
+            if schemes.setdefault(address, parts.scheme) != parts.scheme:
+                raise ConfigError(
+                    self.config.path, fields[host.name], f"{hostname}:{address[1]} cannot serve both http and https"
+                )
             path = parts.path.rstrip("/").lower() or "/wsman"
             listeners.setdefault(address, {})[path] = host
         return listeners
@@ -237,9 +253,19 @@ class SimulatedPlatform:
             )
             runtime = HostRuntime(context, self.log)
             wsman = WSManService(runtime, self._workers.spawn, self._stopping, machine=host.name)
-            routes[path] = Route(self.states[host.name], credentials[host.name], wsman)
+            plain_http = host.winrm.url.lower().startswith("http:")
+            routes[path] = Route(
+                self.states[host.name],
+                credentials[host.name],
+                wsman,
+                transport=host.winrm.transport,
+                encrypted=host.winrm.transport == "ntlm" and plain_http,
+            )
+        tls = None
+        if next(iter(hosts.values())).winrm.url.lower().startswith("https:"):
+            tls = self._ca().server_context(address[0], self.state_dir / "tls")
         try:
-            return EndpointServer(address, routes, self._stopping)
+            return EndpointServer(address, routes, self._stopping, tls)
         except OSError as exc:
             host = next(iter(hosts.values()))
             raise ConfigError(
@@ -247,6 +273,28 @@ class SimulatedPlatform:
                 _winrm_fields(self.config)[host.name],
                 f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}",
             ) from None
+
+    @property
+    def ca_path(self) -> Path:
+        """The test CA's certificate (PEM): ``ca_trust_path`` for hosts served over https://."""
+        return self.state_dir / "tls" / "ca.pem"
+
+    def _ca(self) -> TestCA:
+        if self._test_ca is None:
+            self._test_ca = TestCA.load_or_create(self.ca_path.parent)
+        return self._test_ca
+
+    def _ntlm_users(self, credentials: dict[str, Credentials]) -> None:
+        users: dict[str, str] = {}
+        for host in self.config.hosts():
+            if host.winrm.transport == "ntlm":
+                c = credentials[host.name]
+                if users.setdefault(c.username.lower(), c.password) != c.password:
+                    raise ConfigError(
+                        self.config.path, "winrm", f"NTLM user {c.username!r} has two passwords in this platform"
+                    )
+        if users:
+            use_user_file(write_user_file(self.state_dir / "ntlm_users", users))
 
     def _record_promotion(self, host: str, guid: str) -> None:
         table = self.config.db.table

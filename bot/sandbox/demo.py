@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 # importing them logs (alembic), and a newcomer's terminal should show the story, not library chatter.
 
 EXAMPLE_CONFIG = Path(__file__).with_name("example-config.yml")
+# As on a domain network, two hosts of the example platform authenticate with NTLM: one over plain HTTP
+# with WinRM message encryption, one over HTTPS validated against the simulated platform's test CA.
+NTLM_HOST = "as-b"
+HTTPS_HOST = "ms-b1"
 SITE = "site-a"
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 CHANNEL = "C0INCIDENT"  # the incident channel of the example configuration
@@ -333,6 +337,7 @@ def run_demo(out: Path | None = None, quiet: bool = False) -> int:
     out_dir = _make_out(wanted)
     demo = Demo(quiet=quiet)
     state_dir = out_dir / "platform"
+    config_path = secure_config(EXAMPLE_CONFIG, out_dir / "failover.yml", state_dir)
     title = "failover-bot demo — a whole failover and failback, rehearsed on this machine"
     demo.say(title)
     demo.say("═" * len(title))
@@ -342,7 +347,7 @@ def run_demo(out: Path | None = None, quiet: bool = False) -> int:
             from bot.sandbox.rehearsal import rehearsal
 
             with rehearsal(
-                EXAMPLE_CONFIG, state_dir, db_url=f"sqlite:///{out_dir / 'failover-bot.db'}", people=PEOPLE
+                config_path, state_dir, db_url=f"sqlite:///{out_dir / 'failover-bot.db'}", people=PEOPLE
             ) as r:
                 _story(demo, r, out_dir)
         except KeyboardInterrupt:  # everything was stopped on the way out of rehearsal()
@@ -362,6 +367,29 @@ def run_demo(out: Path | None = None, quiet: bool = False) -> int:
     leaks = _leaks("\n".join(demo.printed), demo.secrets)
     demo.check("Audit and secrets", "nothing secret in what the demo printed", not leaks, f"found: {', '.join(leaks)}")
     return _verdict(demo, out_dir, time.monotonic() - started)
+
+
+def secure_config(example: Path, path: Path, state_dir: Path) -> Path:
+    """The example configuration with NTLM_HOST over NTLM (sealed messages) and HTTPS_HOST over HTTPS.
+
+    The example file itself stays as it is (it must load unchanged); the demo runs this copy of it.
+    """
+    import yaml
+
+    raw = yaml.safe_load(example.read_text(encoding="utf-8"))
+    for site in raw["sites"].values():
+        for host in [site["account_server"], *site.get("storage_servers", [])]:
+            if host["name"] not in (NTLM_HOST, HTTPS_HOST):
+                continue
+            winrm = host["winrm"] if isinstance(host["winrm"], dict) else {"url": host["winrm"]}
+            winrm["transport"] = "ntlm"
+            if host["name"] == HTTPS_HOST:
+                winrm["url"] = str(winrm["url"]).replace("http://", "https://", 1)
+                winrm["server_cert_validation"] = "validate"
+                winrm["ca_trust_path"] = str((state_dir / "tls" / "ca.pem").resolve())
+            host["winrm"] = winrm
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _secrets(r: Rehearsal) -> list[tuple[str, str]]:
@@ -391,6 +419,10 @@ def _story(demo: Demo, r: Rehearsal, out_dir: Path) -> None:
     demo.phase(1, "Setting up")
     ports = sorted(port for _, _, port in winrm_ports(config))
     demo.say(f"  Simulated Redstor platform '{config.platform}' (example-config.yml), state in {r.state_dir}")
+    demo.say(
+        f"    {NTLM_HOST} speaks NTLM with WinRM message encryption; {HTTPS_HOST} NTLM over HTTPS "
+        "(certificate from the platform's test CA, validated)"
+    )
     for site in (p, s):
         hosts = ", ".join(h.name for h in [site.account_server, *site.storage_servers])
         demo.say(f"    {site.name}: {hosts}")

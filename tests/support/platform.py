@@ -36,10 +36,17 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def write_config(directory: Path, **overrides: Any) -> Path:
+# Hosts served as on a domain network when write_config(secure_state=...) asks for it.
+NTLM_HOST = "as-b"  # NTLM over plain HTTP: every message sealed (WinRM message encryption)
+HTTPS_HOST = "ms-b1"  # NTLM over HTTPS, the certificate validated against the platform's test CA
+
+
+def write_config(directory: Path, *, secure_state: Path | None = None, **overrides: Any) -> Path:
     """Write the example platform's configuration with every winrm URL on a free loopback port.
 
     ``overrides`` are merged into the top level (mappings deeply, e.g. ``winrm={"command_timeout_s": 5}``).
+    With ``secure_state`` (the state folder the platform will run on), NTLM_HOST speaks NTLM with message
+    encryption and HTTPS_HOST NTLM over HTTPS validated against ``<secure_state>/tls/ca.pem``.
     """
     raw = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     used: set[int] = set()
@@ -54,6 +61,14 @@ def write_config(directory: Path, **overrides: Any) -> Path:
                 host["winrm"]["url"] = url  # keep the mapping form (ms-b2's per-host overrides)
             else:
                 host["winrm"] = url
+            if secure_state is not None and host["name"] in (NTLM_HOST, HTTPS_HOST):
+                winrm = host["winrm"] if isinstance(host["winrm"], dict) else {"url": url}
+                winrm["transport"] = "ntlm"
+                if host["name"] == HTTPS_HOST:
+                    winrm["url"] = url.replace("http://", "https://")
+                    winrm["server_cert_validation"] = "validate"
+                    winrm["ca_trust_path"] = str(Path(secure_state).resolve() / "tls" / "ca.pem")
+                host["winrm"] = winrm
     raw = _merge(raw, overrides)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "failover.yml"
