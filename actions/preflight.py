@@ -53,6 +53,8 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
     service = (
         config.redstor.account_server if host.role == "account_server" else config.redstor.storage_server
     ).service
+    out.append(_powershell_check(host, info))
+    out += _stdin_route_checks(executor, host, service, settings_path(_ctx(config, executor), host))
     try:
         state = remote.query_service(executor, host, service)
         out.append(CheckResult(host.name, "service", True, f"{service}: {state}", state))
@@ -85,6 +87,61 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
             out.append(CheckResult(host.name, "task queue", ok, folder + (" exists" if ok else " is missing")))
         except ExecutionError as exc:
             out.append(CheckResult(host.name, "task queue", False, _short(exc)))
+    return out
+
+
+# Execution policies set by Group Policy override -ExecutionPolicy Bypass; Restricted stops every script
+# file and script module (Get-FileHash is one in 5.1) from loading.
+_BLOCKING_POLICIES = {"Restricted"}
+
+
+def _powershell_check(host: Host, info: remote.HostInfo) -> CheckResult:
+    """Whether PowerShell on ``host`` lets the bot work at all, said plainly."""
+    if info.language_mode != "FullLanguage":
+        return CheckResult(
+            host.name,
+            "powershell",
+            False,
+            f"PowerShell runs in {info.language_mode} mode (AppLocker/WDAC): every operation of the bot uses .NET "
+            "and will fail on this host; exempt the WinRM account or do these steps by hand",
+            info.language_mode,
+        )
+    policies = ", ".join(f"{scope} {policy}" for scope, policy in info.execution_policies if policy != "Undefined")
+    blocking = [
+        (scope, policy)
+        for scope, policy in info.execution_policies
+        if scope in ("MachinePolicy", "UserPolicy") and policy in _BLOCKING_POLICIES
+    ]
+    if blocking:
+        scope, policy = blocking[0]
+        return CheckResult(
+            host.name,
+            "powershell",
+            False,
+            f"Group Policy sets the execution policy {policy} ({scope}), which overrides -ExecutionPolicy Bypass "
+            "and stops script modules from loading: the bot's operations may fail; ask for an exemption",
+            policy,
+        )
+    return CheckResult(
+        host.name, "powershell", True, f"PowerShell {info.ps_version}, {info.language_mode}; policies: {policies}"
+    )
+
+
+def _stdin_route_checks(executor: remote.Executor, host: Host, service: str, path: str) -> list[CheckResult]:
+    """host.preflight over stdin (the route of file.replace), and the service's configuration it reports."""
+    try:
+        pre = remote.preflight(executor, host, service, path)
+    except ExecutionError as exc:
+        return [CheckResult(host.name, "stdin route", False, _short(exc))]
+    limit = f"MaxEnvelopeSizekb {pre.max_envelope_size_kb}" if pre.max_envelope_size_kb else "MaxEnvelopeSizekb unknown"
+    size = f"{path} {pre.settings_size:,} bytes" if pre.settings_size is not None else f"{path} missing"
+    out = [CheckResult(host.name, "stdin route", True, f"works; {limit}; {size}")]
+    dependents = ", ".join(f"{name} ({state})" for name, state in pre.dependents) or "none"
+    detail = f"{pre.service}: start type {pre.start_type}, account {pre.account or 'unknown'}, dependents {dependents}"
+    disabled = pre.start_type.lower() == "disabled"
+    if disabled:
+        detail += " — Disabled: it cannot be started until its start type is Automatic or Manual"
+    out.append(CheckResult(host.name, "service config", not disabled, detail, pre.start_type))
     return out
 
 

@@ -20,6 +20,9 @@ op                 data                                     result (besides ``ok
 =================  =======================================  ==========================================
 host.info          {}                                       hostname, ps_version, language_mode,
                                                             execution_policies [{scope, policy}]
+host.preflight     service, settings_path                   language_mode, execution_policies,
+                   (always over stdin)                      max_envelope_size_kb, settings_size, service,
+                                                            start_type, account, dependents [{name, state}]
 service.query      service                                  service, state
 service.stop       service, timeout_s                       service, state, changed
 service.start      service, timeout_s                       service, state, changed
@@ -57,6 +60,7 @@ from typing import Any
 
 OPERATIONS = (
     "host.info",
+    "host.preflight",
     "service.query",
     "service.stop",
     "service.start",
@@ -68,6 +72,8 @@ OPERATIONS = (
     "taskqueue.status",
 )
 
+# Operations that always travel over stdin, however short: host.preflight proves the route works.
+STDIN_OPERATIONS = frozenset({"host.preflight", "file.replace"})
 DATA_PLACEHOLDER = "__FAILOVER_DATA__"
 _HEADER = re.compile(r"\A(?:\ufeff)?# op: (?P<op>[a-z.]+)\r?\n")
 _DATA_LINE = re.compile(r"^\$DataB64 = '(?P<b64>[A-Za-z0-9+/=]*)'\r?$", re.MULTILINE)
@@ -101,10 +107,10 @@ def powershell_arguments() -> list[str]:
     return [*_BASE_ARGUMENTS, encoded_bootstrap()]
 
 
-def command_arguments(script: str) -> tuple[list[str], bytes | None]:
+def command_arguments(script: str, *, over_stdin: bool = False) -> tuple[list[str], bytes | None]:
     """Arguments of ``powershell.exe`` for ``script``, and its stdin (None when it travels inline)."""
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
-    if len(encoded) <= INLINE_LIMIT:
+    if len(encoded) <= INLINE_LIMIT and not over_stdin:
         return [*_BASE_ARGUMENTS, encoded], None
     return powershell_arguments(), script.encode("utf-8")
 

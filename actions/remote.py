@@ -31,6 +31,20 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class PreflightInfo:
+    """What host.preflight reports, having travelled the stdin route."""
+
+    language_mode: str
+    execution_policies: tuple[tuple[str, str], ...]
+    max_envelope_size_kb: int | None  # None: unknown (the WSMan: drive answers administrators only)
+    settings_size: int | None  # None: no such file
+    service: str
+    start_type: str
+    account: str | None
+    dependents: tuple[tuple[str, str], ...]  # (name, state)
+
+
+@dataclass(frozen=True)
 class ServiceResult:
     state: str
     changed: bool
@@ -82,16 +96,36 @@ def backup_path_for(path: str, now: datetime | None = None) -> str:
 
 def host_info(ex: Executor, host: Host) -> HostInfo:
     r = ex.run(host, "host.info", {})
-    policies = r.get("execution_policies")
     return HostInfo(
         _get(host, "host.info", r, "hostname", str),
         _get(host, "host.info", r, "ps_version", str),
         str(r.get("language_mode") or "FullLanguage"),
-        tuple(
-            (str(p.get("scope")), str(p.get("policy")))
-            for p in (policies if isinstance(policies, list) else [])
-            if isinstance(p, dict)
-        ),
+        _pairs(r.get("execution_policies"), "scope", "policy"),
+    )
+
+
+def _pairs(value: Any, first: str, second: str) -> tuple[tuple[str, str], ...]:
+    items = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+    return tuple((str(i.get(first)), str(i.get(second))) for i in items if isinstance(i, dict))
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def preflight(ex: Executor, host: Host, service: str, settings_path: str) -> PreflightInfo:
+    """The no-op that travels over stdin and reports what would block the bot on ``host``."""
+    r = ex.run(host, "host.preflight", {"service": service, "settings_path": settings_path})
+    account = r.get("account")
+    return PreflightInfo(
+        language_mode=_get(host, "host.preflight", r, "language_mode", str),
+        execution_policies=_pairs(r.get("execution_policies"), "scope", "policy"),
+        max_envelope_size_kb=_optional_int(r.get("max_envelope_size_kb")),
+        settings_size=_optional_int(r.get("settings_size")),
+        service=_get(host, "host.preflight", r, "service", str),
+        start_type=_get(host, "host.preflight", r, "start_type", str),
+        account=account if isinstance(account, str) and account else None,
+        dependents=_pairs(r.get("dependents"), "name", "state"),
     )
 
 

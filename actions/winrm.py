@@ -341,7 +341,7 @@ class WinRMExecutor:
             if channel.shell_id is None:
                 channel.shell_id = proto.open_shell(codepage=65001, noprofile=True)
             shell_id = channel.shell_id
-            arguments, stdin = protocol.command_arguments(script)
+            arguments, stdin = protocol.command_arguments(script, over_stdin=op in protocol.STDIN_OPERATIONS)
             # stdin as a pipe, not a console (WINRS_CONSOLEMODE_STDIN false), as Ansible does.
             command_id = proto.run_command(shell_id, protocol.POWERSHELL, arguments, console_mode_stdin=stdin is None)
         except WSManFaultError as exc:

@@ -17,7 +17,7 @@ TYPICAL = {
 
 
 # Service changes carry their state handling (pending states, dependents, start type): over stdin.
-OVER_STDIN = ("file.replace", "service.stop", "service.start", "service.restart")
+OVER_STDIN = ("file.replace", "service.stop", "service.start", "service.restart", "host.preflight")
 
 
 def test_every_small_operation_fits_inline_under_cmd_exe_limit() -> None:

@@ -42,6 +42,7 @@ STATIC_MEMBERS: dict[str, set[str]] = {
     "System.Security.Cryptography.SHA256CryptoServiceProvider": set(),
     # PowerShell's own accelerators
     "string": set(),
+    "int": set(),
     "double": set(),
     "ordered": set(),
     "byte[]": set(),
@@ -54,6 +55,7 @@ INSTANCE_MEMBERS = {
     "DependentServices", "Count", "Exception", "InnerException", "Message", "HResult", "NativeErrorCode",
     "Scope", "ExecutionPolicy", "PSVersion", "SessionState", "LanguageMode", "timeout_s", "service", "path",
     "backup_path", "sha256", "expected_sha256", "content_b64", "folder", "name", "exists", "is_dir",
+    "settings_path", "Value", "ObjectName",
 }  # fmt: skip
 # Parameters and values that exist only in PowerShell 6+.
 PS7_PARAMETERS = {"-AsHashtable", "-AsByteStream", "-Parallel", "-NoEnumerate", "-SkipHttpErrorCheck"}

@@ -22,6 +22,10 @@ QUEUE: dict[str, object] = {
 
 SAMPLE_DATA: dict[str, dict[str, object]] = {
     "host.info": {},
+    "host.preflight": {
+        "service": "Attix5ProAccountServer",
+        "settings_path": r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml",
+    },
     "service.query": {"service": "Attix5ProAccountServer"},
     "service.stop": {"service": "Attix5ProAccountServer", "timeout_s": 60},
     "service.start": {"service": "Attix5ProAccountServer", "timeout_s": 60},

@@ -141,17 +141,37 @@ def _method_error(method: str, arguments: int, code: int, message: str | None = 
 # --------------------------------------------------------------------------- host.info
 
 
-def _host_info(ctx: HostContext, data: dict[str, Any]) -> Outcome:
+def _powershell(ctx: HostContext) -> dict[str, Any]:
     faults = ctx.state.faults()
     policies = {"MachinePolicy": "Undefined", "UserPolicy": "Undefined", "Process": "Bypass"}
     policies.update({"CurrentUser": "Undefined", "LocalMachine": "RemoteSigned"})
     policies.update(faults.execution_policies)
+    return {
+        "language_mode": "ConstrainedLanguage" if faults.constrained_language else "FullLanguage",
+        "execution_policies": [{"scope": scope, "policy": policy} for scope, policy in policies.items()],
+    }
+
+
+def _host_info(ctx: HostContext, data: dict[str, Any]) -> Outcome:
+    # $env:COMPUTERNAME is the NetBIOS name: upper case.
+    return Outcome({"hostname": ctx.host.name.upper(), "ps_version": PS_VERSION, **_powershell(ctx)})
+
+
+def _host_preflight(ctx: HostContext, data: dict[str, Any]) -> Outcome:
+    path = _absolute(_text(data, "settings_path"))
+    name = _service(ctx, data)
+    local = ctx.state.resolve(path)
+    faults = ctx.state.faults()
+    dependents = [{"name": d, "state": ctx.state.service_state(d) or "Running"} for d in faults.dependents_of(name)]
     return Outcome(
         {
-            "hostname": ctx.host.name.upper(),  # $env:COMPUTERNAME is the NetBIOS name: upper case.
-            "ps_version": PS_VERSION,
-            "language_mode": "ConstrainedLanguage" if faults.constrained_language else "FullLanguage",
-            "execution_policies": [{"scope": scope, "policy": policy} for scope, policy in policies.items()],
+            **_powershell(ctx),
+            "max_envelope_size_kb": faults.max_envelope_size_kb,
+            "settings_size": local.stat().st_size if _kind(ctx, path) == "file" else None,
+            "service": name,
+            "start_type": faults.start_type_of(name),
+            "account": "LocalSystem",
+            "dependents": dependents,
         }
     )
 
@@ -434,6 +454,7 @@ def _taskqueue_status(ctx: HostContext, data: dict[str, Any]) -> Outcome:
 
 _HANDLERS: dict[str, Callable[[HostContext, dict[str, Any]], Outcome]] = {
     "host.info": _host_info,
+    "host.preflight": _host_preflight,
     "service.query": _service_query,
     "service.stop": _service_stop,
     "service.start": _service_start,
