@@ -31,7 +31,7 @@ function Get-ErrorChain($Exception) {
     return ($messages -join ' <- ')
 }
 function Write-Failure($Exception) {
-    [ordered]@{ ok = $false; error = (Get-ErrorChain $Exception) } | ConvertTo-Json -Compress
+    @{ ok = $false; error = (Get-ErrorChain $Exception) } | ConvertTo-Json -Compress
     exit 1
 }
 # --- end of prologue ---
@@ -139,8 +139,9 @@ try {
             }
         }
         catch {
+            $failure = $_.Exception
             $left = Remove-TempFile $tmp
-            throw "$(Get-ErrorChain $_.Exception)$left"
+            throw "$(Get-ErrorChain $failure)$left"
         }
         # File.Replace keeps the original's ACLs and attributes and leaves the original as the backup. A virus
         # scanner holding the fresh file makes it fail now and then (1175, 1176): try again a few times.

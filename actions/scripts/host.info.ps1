@@ -31,14 +31,14 @@ function Get-ErrorChain($Exception) {
     return ($messages -join ' <- ')
 }
 function Write-Failure($Exception) {
-    [ordered]@{ ok = $false; error = (Get-ErrorChain $Exception) } | ConvertTo-Json -Compress
+    @{ ok = $false; error = (Get-ErrorChain $Exception) } | ConvertTo-Json -Compress
     exit 1
 }
 # --- end of prologue ---
 try {
-    # No .NET calls here: host.info must answer under Constrained Language Mode to report it.
-    $policies = @(Get-ExecutionPolicy -List | ForEach-Object { [ordered]@{ scope = [string]$_.Scope; policy = [string]$_.ExecutionPolicy } })
-    [ordered]@{
+    # No .NET calls and no [ordered] here: host.info must answer under Constrained Language Mode to report it.
+    $policies = @(Get-ExecutionPolicy -List | ForEach-Object { @{ scope = [string]$_.Scope; policy = [string]$_.ExecutionPolicy } })
+    @{
         ok                 = $true
         hostname           = [string]$env:COMPUTERNAME
         ps_version         = [string]$PSVersionTable.PSVersion

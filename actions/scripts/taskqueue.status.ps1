@@ -31,7 +31,7 @@ function Get-ErrorChain($Exception) {
     return ($messages -join ' <- ')
 }
 function Write-Failure($Exception) {
-    [ordered]@{ ok = $false; error = (Get-ErrorChain $Exception) } | ConvertTo-Json -Compress
+    @{ ok = $false; error = (Get-ErrorChain $Exception) } | ConvertTo-Json -Compress
     exit 1
 }
 # --- end of prologue ---
