@@ -53,11 +53,18 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
     service = (
         config.redstor.account_server if host.role == "account_server" else config.redstor.storage_server
     ).service
-    out.append(_powershell_check(host, info))
-    out += _stdin_route_checks(executor, host, service, settings_path(_ctx(config, executor), host))
+    powershell, pre = _powershell_check(executor, host, info, service, settings_path(_ctx(config, executor), host))
+    out.append(powershell)
     try:
         state = remote.query_service(executor, host, service)
-        out.append(CheckResult(host.name, "service", True, f"{service}: {state}", state))
+        ok, detail = True, f"{service}: {state}"
+        if pre is not None:
+            dependents = ", ".join(f"{name} ({s})" for name, s in pre.dependents) or "none"
+            detail += f" (start type {pre.start_type}, account {pre.account or 'unknown'}, dependents {dependents})"
+            if pre.start_type.lower() == "disabled":
+                ok = False
+                detail += " — Disabled: it cannot be started until its start type is Automatic or Manual"
+        out.append(CheckResult(host.name, "service", ok, detail, state))
     except ExecutionError as exc:
         out.append(CheckResult(host.name, "service", False, _short(exc)))
     path = settings_path(_ctx(config, executor), host)
@@ -95,18 +102,16 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
 _BLOCKING_POLICIES = {"Restricted"}
 
 
-def _powershell_check(host: Host, info: remote.HostInfo) -> CheckResult:
-    """Whether PowerShell on ``host`` lets the bot work at all, said plainly."""
+def _powershell_check(
+    executor: remote.Executor, host: Host, info: remote.HostInfo, service: str, path: str
+) -> tuple[CheckResult, remote.PreflightInfo | None]:
+    """Whether PowerShell on ``host`` lets the bot work, said plainly; host.preflight over the stdin route."""
     if info.language_mode != "FullLanguage":
-        return CheckResult(
-            host.name,
-            "powershell",
-            False,
+        detail = (
             f"PowerShell runs in {info.language_mode} mode (AppLocker/WDAC): every operation of the bot uses .NET "
-            "and will fail on this host; exempt the WinRM account or do these steps by hand",
-            info.language_mode,
+            "and will fail on this host; exempt the WinRM account or do these steps by hand"
         )
-    policies = ", ".join(f"{scope} {policy}" for scope, policy in info.execution_policies if policy != "Undefined")
+        return CheckResult(host.name, "powershell", False, detail, info.language_mode), None
     blocking = [
         (scope, policy)
         for scope, policy in info.execution_policies
@@ -114,35 +119,19 @@ def _powershell_check(host: Host, info: remote.HostInfo) -> CheckResult:
     ]
     if blocking:
         scope, policy = blocking[0]
-        return CheckResult(
-            host.name,
-            "powershell",
-            False,
+        detail = (
             f"Group Policy sets the execution policy {policy} ({scope}), which overrides -ExecutionPolicy Bypass "
-            "and stops script modules from loading: the bot's operations may fail; ask for an exemption",
-            policy,
+            "and stops script modules from loading: the bot's operations may fail; ask for an exemption"
         )
-    return CheckResult(
-        host.name, "powershell", True, f"PowerShell {info.ps_version}, {info.language_mode}; policies: {policies}"
-    )
-
-
-def _stdin_route_checks(executor: remote.Executor, host: Host, service: str, path: str) -> list[CheckResult]:
-    """host.preflight over stdin (the route of file.replace), and the service's configuration it reports."""
+        return CheckResult(host.name, "powershell", False, detail, policy), None
     try:
         pre = remote.preflight(executor, host, service, path)
     except ExecutionError as exc:
-        return [CheckResult(host.name, "stdin route", False, _short(exc))]
-    limit = f"MaxEnvelopeSizekb {pre.max_envelope_size_kb}" if pre.max_envelope_size_kb else "MaxEnvelopeSizekb unknown"
-    size = f"{path} {pre.settings_size:,} bytes" if pre.settings_size is not None else f"{path} missing"
-    out = [CheckResult(host.name, "stdin route", True, f"works; {limit}; {size}")]
-    dependents = ", ".join(f"{name} ({state})" for name, state in pre.dependents) or "none"
-    detail = f"{pre.service}: start type {pre.start_type}, account {pre.account or 'unknown'}, dependents {dependents}"
-    disabled = pre.start_type.lower() == "disabled"
-    if disabled:
-        detail += " — Disabled: it cannot be started until its start type is Automatic or Manual"
-    out.append(CheckResult(host.name, "service config", not disabled, detail, pre.start_type))
-    return out
+        return CheckResult(host.name, "powershell", False, f"stdin route (file.replace's): {_short(exc)}"), None
+    limit = f"MaxEnvelopeSizekb {pre.max_envelope_size_kb or 'unknown'}"
+    size = f"Settings.xml {pre.settings_size:,} bytes" if pre.settings_size is not None else "no Settings.xml"
+    detail = f"{info.ps_version} {info.language_mode}; stdin ok; {limit}; {size}"
+    return CheckResult(host.name, "powershell", True, detail, info.language_mode), pre
 
 
 def probe_database(
