@@ -58,12 +58,9 @@ def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[Ch
     try:
         state = remote.query_service(executor, host, service)
         ok, detail = True, f"{service}: {state}"
-        if pre is not None:
-            dependents = ", ".join(f"{name} ({s})" for name, s in pre.dependents) or "none"
-            detail += f" (start type {pre.start_type}, account {pre.account or 'unknown'}, dependents {dependents})"
-            if pre.start_type.lower() == "disabled":
-                ok = False
-                detail += " — Disabled: it cannot be started until its start type is Automatic or Manual"
+        if pre is not None and pre.start_type.lower() == "disabled":
+            ok = False
+            detail += " — Disabled (start type): it cannot be started until it is Automatic or Manual"
         out.append(CheckResult(host.name, "service", ok, detail, state))
     except ExecutionError as exc:
         out.append(CheckResult(host.name, "service", False, _short(exc)))
@@ -130,7 +127,12 @@ def _powershell_check(
         return CheckResult(host.name, "powershell", False, f"stdin route (file.replace's): {_short(exc)}"), None
     limit = f"MaxEnvelopeSizekb {pre.max_envelope_size_kb or 'unknown'}"
     size = f"Settings.xml {pre.settings_size:,} bytes" if pre.settings_size is not None else "no Settings.xml"
-    detail = f"{info.ps_version} {info.language_mode}; stdin ok; {limit}; {size}"
+    dependents = ", ".join(f"{name} ({state})" for name, state in pre.dependents) or "no dependents"
+    account = pre.account or "unknown account"
+    detail = (
+        f"{info.ps_version} {info.language_mode}; stdin ok; {limit}; {size}; "
+        f"{pre.service} {pre.start_type} as {account}, {dependents}"
+    )
     return CheckResult(host.name, "powershell", True, detail, info.language_mode), pre
 
 

@@ -19,7 +19,7 @@ from winrm.protocol import Protocol
 
 from actions import remote, winrm
 from actions.simulated import SimulatedPlatform, endpoint
-from actions.simulated.security import TestCA
+from actions.simulated.security import SimulatedCA
 from actions.winrm import RequestCounter, WinRMExecutor
 from bot.config import Host
 from bot.errors import AuthenticationFailed, HostUnreachable
@@ -103,7 +103,7 @@ def test_https_with_the_test_ca_validates(platform: SimulatedPlatform) -> None:
 
 
 def test_https_refuses_a_certificate_from_another_ca(platform: SimulatedPlatform, tmp_path: Path) -> None:
-    other = TestCA.load_or_create(tmp_path / "other-ca")
+    other = SimulatedCA.load_or_create(tmp_path / "other-ca")
     host = with_winrm(platform.config.host(HTTPS_HOST), ca_trust_path=str(other.pem_path))
     with WinRMExecutor() as ex, pytest.raises(HostUnreachable, match="TLS failure"):
         remote.host_info(ex, host)

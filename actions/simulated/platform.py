@@ -21,7 +21,7 @@ from actions.simulated.host_state import HostState
 from actions.simulated.operations import HostContext
 from actions.simulated.oplog import OperationLog
 from actions.simulated.powershell import CLM_MESSAGE, ProcessResult, check_command_line, rejected, run_script
-from actions.simulated.security import TestCA, use_user_file, write_user_file
+from actions.simulated.security import SimulatedCA, use_user_file, write_user_file
 from actions.simulated.seeding import seed
 from actions.simulated.storage_platform import StoragePlatformDatabase, site_databases
 from actions.simulated.wsman import WSManService
@@ -98,7 +98,7 @@ class SimulatedPlatform:
         self._stopping = threading.Event()
         self._workers = _Workers()
         self._servers: list[EndpointServer] = []
-        self._test_ca: TestCA | None = None
+        self._test_ca: SimulatedCA | None = None
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -279,9 +279,9 @@ class SimulatedPlatform:
         """The test CA's certificate (PEM): ``ca_trust_path`` for hosts served over https://."""
         return self.state_dir / "tls" / "ca.pem"
 
-    def _ca(self) -> TestCA:
+    def _ca(self) -> SimulatedCA:
         if self._test_ca is None:
-            self._test_ca = TestCA.load_or_create(self.ca_path.parent)
+            self._test_ca = SimulatedCA.load_or_create(self.ca_path.parent)
         return self._test_ca
 
     def _ntlm_users(self, credentials: dict[str, Credentials]) -> None:

@@ -136,7 +136,7 @@ class NtlmConnection:
 
 
 @dataclass(frozen=True)
-class TestCA:
+class SimulatedCA:
     """A certificate authority made for one simulated platform."""
 
     key: ec.EllipticCurvePrivateKey
@@ -144,7 +144,7 @@ class TestCA:
     pem_path: Path
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> TestCA:
+    def load_or_create(cls, directory: Path) -> SimulatedCA:
         """The CA under ``directory`` (ca.pem, ca.key), created on first use so restarts keep the trust."""
         directory.mkdir(parents=True, exist_ok=True)
         pem, key_path = directory / "ca.pem", directory / "ca.key"
