@@ -250,6 +250,36 @@ class ReadGuid:
         return guid_fact(_target_host(ctx, target).name) in ctx.facts
 
 
+class CheckIsSlave:
+    """R1b: the freshly installed AccountServer must be a Slave (IsSlave True) before it is added; read-only."""
+
+    def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
+        host = _target_host(ctx, target)
+        return f"Read IsSlave in {settings_path(ctx, host)} on {host.name}: it must be True (read-only)"
+
+    def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
+        host = _target_host(ctx, target)
+        content = read_settings(ctx, host).content
+        value = settings_xml.read_is_slave(content)
+        if value is not True:
+            found = "has no IsSlave element (absent means Master)" if value is None else "has IsSlave False (Master)"
+            raise RemoteOperationFailed(
+                f"{settings_path(ctx, host)} on {host.name} {found}: adding it now would make two Masters. "
+                "Set <IsSlave>True</IsSlave> in it, then Retry.",
+                host=host.name,
+            )
+        facts: dict[str, Any] = {}
+        summary = f"{host.name} is a Slave (IsSlave True)"
+        if step.params.get("read_guid"):
+            guid = settings_xml.read_server_guid(content)
+            facts[guid_fact(host.name)] = guid
+            summary += f"; ServerGuid read ({settings_xml.mask_guid(guid)})"
+        return Outcome(summary, {"is_slave": True}, facts)
+
+    def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
+        return settings_xml.read_is_slave(read_settings(ctx, _target_host(ctx, target)).content) is True
+
+
 class DropTaskFile:
     """Drop Failover.UpdateSettingsOnSS into the current Master's task queue."""
 
@@ -339,6 +369,7 @@ REGISTRY: dict[str, Action] = {
     "service.restart": ServiceAction("restart"),
     "settings.set_is_slave": SetIsSlave(),
     "settings.read_guid": ReadGuid(),
+    "settings.check_is_slave": CheckIsSlave(),
     "taskqueue.drop": DropTaskFile(),
     "db.point_slave_row": PointSlaveRow(),
     "manual": PersonAction(),

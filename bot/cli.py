@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -169,9 +170,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     direction: Direction = "failover" if args.direction == "start" else "failback"
     config.site(args.site)
     options = parse_options(direction, args.options)
-    if direction == "failback" and not any(o.startswith(("scope=", "storage=")) for o in args.options):
-        options = _failback_defaults(config, args.site, options)
-    plan = resolve(config, direction, args.site, options)
+    source = ""
+    if direction == "failback":
+        options, source = _failback_defaults(config, args.site, args.options, options)
+    plan = dataclasses.replace(resolve(config, direction, args.site, options), options_source=source)
     live = None
     if args.live:
         from actions.preflight import live_values
@@ -187,28 +189,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _failback_defaults(config: Config, site: str, options: RunOptions) -> RunOptions:
-    """Failback defaults to the scope of the last completed failover of the site, when the store has one."""
+def _failback_defaults(config: Config, site: str, given: list[str], options: RunOptions) -> tuple[RunOptions, str]:
+    """Failback defaults to the scope of the last completed failover of the site, when the store has one;
+    with the words that say where the scope came from."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from bot.runs.service import RunService
     from bot.store.db import MissingDatabase, Store, shown_url
 
+    if any(o.startswith(("scope=", "storage=")) for o in given):
+        return options, "scope and StorageServers: as given in the command"
     try:
         store = Store(db_url(), read_only=True)  # plan writes nothing and creates no database file
     except MissingDatabase as exc:  # the state database is optional for plan
         logging.getLogger(__name__).info("%s: failback defaults to scope=all", exc)
-        return options
+        return options, "scope and StorageServers: no state database of the bot yet, so scope=all"
     try:
-        previous = RunService(store, config).default_failback_options(site)
+        return RunService(store, config).explain_options("failback", site, given)
     except SQLAlchemyError as exc:  # unreachable, or not a failover-bot database yet
         logging.getLogger(__name__).warning("cannot read %s for failback defaults: %s", shown_url(store.url), exc)
-        return options
+        return options, "scope and StorageServers: the bot's state database could not be read, so scope=all"
     finally:
         store.dispose()
-    if previous is None:
-        return options
-    return RunOptions(scope=previous.scope, storage=previous.storage, rebuilt=options.rebuilt)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from bot.blocks.cards import direction_title, escape, status_card, step_card, st
 from bot.blocks.text import escape_mrkdwn
 from bot.runs.estimate import Estimator
 from bot.runs.machine import StepState
+from bot.runs.runbook import completion_note
 from bot.runs.service import RunService, RunView
 from bot.runs.worker import bot_executes
 from bot.store.db import utcnow
@@ -273,6 +274,9 @@ class Presenter:
             text = (
                 f"✅ {direction_title(view)} completed: all {len(view.steps)} steps done. `/failover report {run.id}`"
             )
+            note = completion_note(self.service.config, view.plan)
+            if note:
+                text += f"\n⚠️ {note}"
         else:
             reason = run.abort_reason or "no reason given"
             text = f"🛑 {escape_mrkdwn(direction_title(view))} aborted: {escape_mrkdwn(reason)}"

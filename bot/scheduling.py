@@ -422,7 +422,7 @@ class Reminders:
         sv = view.current
         if view.run.state != RunState.ACTIVE or sv is None or not waits_on_people(sv):
             return None
-        if sv.step.spec.kind == "wait":
+        if sv.step.is_wait:  # a long wait (kind wait, or a step marked waits): nudges, no escalation
             kind, every = "nudge", timedelta(minutes=self.settings.wait_nudge_minutes)
         else:
             kind, every = "remind", timedelta(minutes=self.settings.remind_after_minutes)

@@ -127,9 +127,10 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, what: str =
 
 
 def open_rebuilt_failback(b: Bot) -> str:
-    """A failback to a rebuilt site: R1 (manual), R2 (manual), R3 (wait for mirroring) come first."""
-    run = b.service.open_run("failback", "site-a", ["rebuilt"], ALICE, CHANNEL)
-    b.post(run.id, "R1")
+    """A storage failover waiting at F5 (manual: log in to the Console), then F6 (manual); F0 is left out."""
+    run = b.service.open_run("failover", "site-a", ["scope=storage"], ALICE, CHANNEL)
+    b.service.not_needed(run.id, "F0", "preflight is not what these tests are about")
+    b.post(run.id, "F5")
     return run.id
 
 
@@ -139,7 +140,7 @@ def open_rebuilt_failback(b: Bot) -> str:
 def test_reminder_is_due_after_the_step_waited_and_mentions_who_can_act(bot: Bot) -> None:
     posted = bot.clock.now
     run_id = open_rebuilt_failback(bot)
-    assert bot.jobs() == {f"remind:{run_id}:R1:0": posted + timedelta(minutes=10)}
+    assert bot.jobs() == {f"remind:{run_id}:F5:0": posted + timedelta(minutes=10)}
 
     assert bot.reminders.tick(bot.clock.advance(9)) == []
     assert bot.nags(run_id) == []
@@ -147,12 +148,12 @@ def test_reminder_is_due_after_the_step_waited_and_mentions_who_can_act(bot: Bot
     assert bot.reminders.tick(bot.clock.advance(1)) == ["reminder"]
     [reminder] = bot.nags(run_id)
     assert reminder.is_reply and not reminder.reply_broadcast  # in the incident thread, not the channel
-    assert "Reminder 1" in reminder.text and "*R1*" in reminder.text
+    assert "Reminder 1" in reminder.text and "*F5*" in reminder.text
     assert "waited 10 min 0 s for a person to do this and press Done" in reminder.text
     assert APPROVERS in reminder.text
     assert len(bot.slack.channel_messages(CHANNEL)) == 1  # only the status card shows in the channel
     # it repeats every remind_after_minutes
-    assert bot.jobs() == {f"remind:{run_id}:R1:0": posted + timedelta(minutes=20)}
+    assert bot.jobs() == {f"remind:{run_id}:F5:0": posted + timedelta(minutes=20)}
 
 
 def test_escalates_to_the_channel_once_after_the_configured_reminders(bot: Bot) -> None:
@@ -182,17 +183,25 @@ def test_missed_reminders_coalesce_into_one(bot: Bot) -> None:
     run_id = open_rebuilt_failback(bot)
     assert bot.reminders.tick(bot.clock.advance(35)) == ["reminder"]  # 10, 20 and 30 were missed: one reminder
     assert len(bot.nags(run_id)) == 1
-    assert bot.jobs()[f"remind:{run_id}:R1:0"] == bot.clock.now + timedelta(minutes=5)
+    assert bot.jobs()[f"remind:{run_id}:F5:0"] == bot.clock.now + timedelta(minutes=5)
 
 
 def test_wait_steps_get_nudges_and_never_escalate(bot: Bot) -> None:
-    run_id = open_rebuilt_failback(bot)
-    bot.service.done(run_id, "R1", BOB, **seen(bot.service, run_id, "R1"))
-    bot.post(run_id, "R2")
+    run = bot.service.open_run("failback", "site-a", ["rebuilt", "scope=storage"], ALICE, CHANNEL)
+    bot.post(run.id, "R0")
+    run_id = run.id
+    assert list(bot.jobs()) == [f"remind:{run_id}:R0:0"]  # a deletion waits on approvers: reminders
+    for person in (BOB, CAROL):  # skipping a delete takes what approving it takes: two people
+        bot.service.skip(
+            run_id, "R0", person, "none of the old registrations is listed", **seen(bot.service, run_id, "R0")
+        )
+    posted = bot.clock.advance(3)
+    bot.post(run_id, "R2")  # install StorageServers and add them as mirrors: hours, so a wait (issue 9 item 14)
+    assert bot.jobs() == {f"nudge:{run_id}:R2:0": posted + timedelta(minutes=30)}  # R0's reminder is gone
     bot.service.done(run_id, "R2", BOB, **seen(bot.service, run_id, "R2"))
     posted = bot.clock.advance(3)
     bot.post(run_id, "R3")
-    assert bot.jobs() == {f"nudge:{run_id}:R3:0": posted + timedelta(minutes=30)}  # R1's reminder is gone
+    assert bot.jobs() == {f"nudge:{run_id}:R3:0": posted + timedelta(minutes=30)}
 
     assert bot.reminders.tick(bot.clock.advance(29)) == []
     sent = [bot.reminders.tick(bot.clock.advance(1 if i == 0 else 30)) for i in range(5)]
@@ -205,21 +214,21 @@ def test_wait_steps_get_nudges_and_never_escalate(bot: Bot) -> None:
     assert not any(m.reply_broadcast for m in nudges)
 
     bot.service.done(run_id, "R3", CAROL, **seen(bot.service, run_id, "R3"))
-    bot.post(run_id, "B13")
-    assert list(bot.jobs()) == [f"remind:{run_id}:B13:0"]
+    bot.post(run_id, "B25")
+    assert list(bot.jobs()) == [f"remind:{run_id}:B25:0"]
 
 
 def test_a_reminder_for_a_step_that_moved_on_does_nothing(bot: Bot) -> None:
     run_id = open_rebuilt_failback(bot)
-    # R1 is done, but its job fires before this replica hears of it (or on another replica)
-    bot.service.done(run_id, "R1", BOB, **seen(bot.service, run_id, "R1"))
+    # F5 is done, but its job fires before this replica hears of it (or on another replica)
+    bot.service.done(run_id, "F5", BOB, **seen(bot.service, run_id, "F5"))
     assert bot.reminders.tick(bot.clock.advance(10)) == []
     assert bot.nags(run_id) == []
     assert bot.jobs() == {}  # the stale job removed itself
     # a job of an older attempt of the current step does nothing either
-    bot.post(run_id, "R2")
-    assert remind_approvers(run_id, "R2", 7) is None
-    assert remind_approvers(run_id, "R1", 0) is None
+    bot.post(run_id, "F6")
+    assert remind_approvers(run_id, "F6", 7) is None
+    assert remind_approvers(run_id, "F5", 0) is None
     assert bot.nags(run_id) == []
 
 
@@ -323,7 +332,7 @@ def test_jobs_and_reminder_counts_survive_a_restart(store: Store, slack: FakeSla
     second.reminders.start()
     try:
         assert second.reminders.is_leader
-        assert second.jobs() == {f"remind:{run_id}:R1:0": posted + timedelta(minutes=20)}
+        assert second.jobs() == {f"remind:{run_id}:F5:0": posted + timedelta(minutes=20)}
         assert second.reminders.tick(clock.advance(10)) == ["reminder"]
         assert "Reminder 2" in second.nags(run_id)[-1].text  # the count went on from the audit log
         assert second.reminders.tick(clock.advance(10)) == ["escalation"]
@@ -346,7 +355,7 @@ def test_one_leader_among_replicas_and_another_takes_over(store: Store, slack: F
 
         # a step posted through the replica that does not lead is scheduled by the leader, from run state
         run_id = open_rebuilt_failback(b)
-        wait_until(lambda: f"remind:{run_id}:R1:0" in a.jobs(), timeout=5, what="the leader's sweep")
+        wait_until(lambda: f"remind:{run_id}:F5:0" in a.jobs(), timeout=5, what="the leader's sweep")
         assert b.reminders.tick(clock.advance(10)) == []  # b does not send
         assert a.reminders.tick() == ["reminder"]
 
@@ -406,18 +415,19 @@ def test_the_running_bot_reminds_by_itself(store: Store, slack: FakeSlackApi, tm
         start_up(runtime)
         assert runtime.reminders.is_leader
         service = runtime.context.service
-        run = service.open_run("failback", "site-a", ["rebuilt"], ALICE, CHANNEL)
-        service.post(run.id, "R1", fingerprint="fp", preview="")
-        runtime.context.worker.notify(run.id, "step R1 posted")  # the worker's callback, as after every change
+        run = service.open_run("failover", "site-a", ["scope=storage"], ALICE, CHANNEL)
+        service.not_needed(run.id, "F0", "preflight is not what this test is about")
+        service.post(run.id, "F5", fingerprint="fp", preview="")
+        runtime.context.worker.notify(run.id, "step F5 posted")  # the worker's callback, as after every change
 
         def reminded() -> list[Message]:
             thread_ts = service.get_run(run.id).thread_ts
             return [m for m in slack.thread(CHANNEL, thread_ts or "") if m.text.startswith("⏰")]
 
         [first, *_] = wait_until(reminded, timeout=15, what="a reminder in the incident thread")
-        assert "*R1*" in first.text and APPROVERS in first.text
-        service.done(run.id, "R1", BOB, **seen(service, run.id, "R1"))
-        runtime.context.worker.notify(run.id, "step R1 done")
+        assert "*F5*" in first.text and APPROVERS in first.text
+        service.done(run.id, "F5", BOB, **seen(service, run.id, "F5"))
+        runtime.context.worker.notify(run.id, "step F5 done")
         assert [j.id for j in runtime.reminders.scheduler.get_jobs()] == []
     finally:
         runtime.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from typing import Any
 
@@ -181,8 +182,8 @@ def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:
         raise UsageError("`/failover plan start|failback <site> [options]`")
     direction = "failover" if args[0] == "start" else "failback"
     ctx.config.site(args[1])
-    options = ctx.service.resolve_options(direction, args[1], args[2:])
-    plan = resolve(ctx.config, direction, args[1], options)  # type: ignore[arg-type]
+    options, source = ctx.service.explain_options(direction, args[1], args[2:])
+    plan = dataclasses.replace(resolve(ctx.config, direction, args[1], options), options_source=source)  # type: ignore[arg-type]
     # One line per step, never cut off; the full detail is `failover-bot plan` (response_url takes 5 posts).
     chunks = _chunks(plan_summary(plan, ctx.config, " ".join(args)))
     if len(chunks) > 5:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import string
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -39,6 +39,7 @@ ACTIONS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = MappingProxyType(
         "service.restart": (frozenset({"host"}), frozenset({"as_p", "as_s", "ss", "ms"})),
         "settings.set_is_slave": (frozenset({"host"}), frozenset({"as_p", "as_s"})),
         "settings.read_guid": (frozenset({"host"}), frozenset({"as_p", "as_s", "ss", "ms"})),
+        "settings.check_is_slave": (frozenset({"host"}), frozenset({"as_p", "as_s"})),
         "taskqueue.drop": (frozenset({"host"}), frozenset({"current_master"})),
         "db.point_slave_row": (frozenset({"sql"}), frozenset({"db"})),
         "manual": (frozenset({"manual"}), frozenset({"person"})),
@@ -54,6 +55,7 @@ _FIELDS = frozenset(
     {
         "id", "title", "kind", "risk", "target", "fanout", "action", "params", "scopes", "variant", "optional",
         "when", "otp", "choices", "records", "instructions", "per_target", "source", "origin", "quote",
+        "deletes", "undo", "waits",
     }
 )  # fmt: skip
 _REQUIRED = ("id", "title", "kind", "risk", "target", "action", "scopes", "instructions", "source")
@@ -63,7 +65,7 @@ _HOST_ATTRIBUTES = ("name", "endpoint", "address", "port")
 _TEXT_PLACEHOLDERS = (
     "site", "partner", "platform", "data_root", "as_settings", "ss_settings", "as_service", "ss_service",
     "task_queue", "task_file", "agent_dns_name", "pairs", "db_table", "db_guid_column", "db_ip_column",
-    "db_online_column", "db_role_column", "db_slave_role",
+    "db_online_column", "db_role_column", "db_slave_role", "preflight_hosts", "preflight_roles",
 )  # fmt: skip
 _GUID = re.compile(r"\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?([0-9a-fA-F]{12})\}?")
 
@@ -115,6 +117,55 @@ class StepSpec:
     per_target: str | None = None  # fan-out steps: the line repeated for every StorageServer i
     origin: str = "kb"  # kb | added (the bot's own safety step) | resolves (settles a KB inconsistency)
     quote: tuple[str, ...] = ()  # the KB words this step implements, where one KB line holds several steps
+    deletes: tuple[Mapping[str, Any], ...] = ()  # destructive steps: what is deleted and what must be kept
+    undo: str | None = None  # change steps: how to put it back if a later step fails
+    waits: bool = False  # a long wait for a person (nudged, never escalated), whatever its kind
+
+
+@dataclass(frozen=True)
+class ConsoleObject:
+    """A Storage Platform Console object as the Console shows it at that moment: role, name, address:port."""
+
+    role: str  # e.g. "mirror registration", "StorageServer entry", "Slave AccountServer registration"
+    name: str
+    endpoint: str  # address:port
+    shown_as: str = ""  # another name the Console may show for the same object
+
+    def text(self) -> str:
+        also = f" (may show as {self.shown_as})" if self.shown_as and self.shown_as != self.name else ""
+        return f"{self.role} {self.name}{also} at {self.endpoint}"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One thing a destructive step deletes, and the look-alikes that must be kept."""
+
+    delete: ConsoleObject
+    keep: tuple[ConsoleObject, ...]
+
+
+def deletion_line(d: Deletion) -> str:
+    """THE wording of a deletion, everywhere it is shown (card, confirm dialogs, Done, modals, plan):
+    ``DELETE mirror registration ss-a1 at 127.0.10.21:443 · KEEP StorageServer entry ss-a1 at 127.0.20.21:443``.
+    """
+    return " · ".join([f"DELETE {d.delete.text()}", *(f"KEEP {k.text()}" for k in d.keep)])
+
+
+CONFIRM_TEXT_LIMIT = 300  # Slack: a confirm dialog's text
+
+
+def deletions_confirm_text(
+    deletions: Sequence[Deletion], lead: str, tail: str = "", *, line: Callable[[str], str] = str
+) -> str:
+    """A confirm dialog's text naming every deletion, or — when that would not fit Slack's 300 characters —
+    their number and where the full list is (never a silently clipped list). ``line`` renders each line
+    for its surface (e.g. mrkdwn escaping) before the length is measured."""
+    lines = [line(deletion_line(d)) for d in deletions]
+    full = f"{lead}\n" + "\n".join(lines) + (f"\n{tail}" if tail else "")
+    if len(full) <= CONFIRM_TEXT_LIMIT:
+        return full
+    short = f"{lead} {len(lines)} deletions — see the list on the card, each as DELETE … · KEEP …."
+    return short + (f" {tail}" if tail and len(short) + len(tail) + 1 <= CONFIRM_TEXT_LIMIT else "")
 
 
 @dataclass(frozen=True)
@@ -125,6 +176,7 @@ class Target:
     host: str | None  # the host the bot acts on; None for people, the database and both sites
     label: str
     values: Mapping[str, str]
+    deletions: tuple[Deletion, ...] = ()  # destructive steps: exactly what this target deletes and keeps
 
 
 @dataclass(frozen=True)
@@ -174,6 +226,16 @@ class ResolvedStep:
         return self.spec.risk == "destructive"
 
     @property
+    def deletions(self) -> tuple[Deletion, ...]:
+        """Every deletion of this step, target by target."""
+        return tuple(d for t in self.targets for d in t.deletions)
+
+    @property
+    def is_wait(self) -> bool:
+        """A step that waits for something slow to finish: nudged at wait_nudge_minutes, never escalated."""
+        return self.spec.kind == "wait" or self.spec.waits
+
+    @property
     def kb(self) -> str:
         """The cited KB lines, ranges collapsed: "11–12", "19, 52"."""
         return kb_lines(self.spec.source)
@@ -201,6 +263,7 @@ class Plan:
     options: RunOptions
     steps: tuple[ResolvedStep, ...]
     pairs: tuple[tuple[str, str], ...] = ()  # (StorageServer of P, its MirrorServer at S) in scope
+    options_source: str = ""  # failback: where scope and StorageServers came from (shown by plan)
 
     def step(self, step_id: str) -> ResolvedStep:
         for s in self.steps:
@@ -328,8 +391,13 @@ def _parse_step(name: str, direction: str, n: int, entry: object, seen: set[str]
 
     when = entry.get("when")
     if when is not None:
-        if not isinstance(when, dict) or set(when) not in ({"step", "outcome"}, {"fact"}, {"fact", "equals"}):
-            raise fail("when must be {step, outcome}, {fact} or {fact, equals}")
+        if not isinstance(when, dict) or set(when) not in (
+            {"step", "outcome"},
+            {"fact"},
+            {"fact", "equals"},
+            {"fact", "not_equals"},
+        ):
+            raise fail("when must be {step, outcome}, {fact}, {fact, equals} or {fact, not_equals}")
         if "step" in when and when["step"] not in seen:
             raise fail(f"when refers to {when['step']!r}, which is not an earlier step")
         when = MappingProxyType({str(k): str(v) for k, v in when.items()})
@@ -358,6 +426,15 @@ def _parse_step(name: str, direction: str, n: int, entry: object, seen: set[str]
         if problem:
             raise fail(f"{key}: {problem}")
 
+    deletes = _parse_deletes(entry.get("deletes"), fanout, fail)
+    if (risk == "destructive") != bool(deletes):
+        raise fail("a destructive step, and only one, lists what it deletes and keeps (deletes)")
+    undo = text("undo")
+    if undo is not None:
+        problem = _template_problem(undo, hosts)
+        if problem:
+            raise fail(f"undo: {problem}")
+
     return StepSpec(
         id=sid,
         title=cast(str, text("title", required=True)),
@@ -379,7 +456,43 @@ def _parse_step(name: str, direction: str, n: int, entry: object, seen: set[str]
         per_target=per_target,
         origin=origin,
         quote=tuple(q.strip() for q in quote),
+        deletes=deletes,
+        undo=undo,
+        waits=flag("waits"),
     )
+
+
+_OBJECT_KEYS = frozenset({"role", "name", "at", "shown_as"})
+
+
+def _parse_deletes(raw: object, fanout: bool, fail: Any) -> tuple[Mapping[str, Any], ...]:
+    """``deletes: [{delete: {role, name, at, shown_as?}, keep: [...], each?: pair, scope?: account|storage}]``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise fail("deletes must be a non-empty list of {delete, keep}")
+    out: list[Mapping[str, Any]] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not {"delete", "keep"} <= set(entry) <= {"delete", "keep", "each", "scope"}:
+            raise fail("each deletes entry is {delete, keep} with optional each: pair and scope")
+        keep = entry["keep"]
+        if not isinstance(keep, list) or not keep:
+            raise fail("deletes: keep must be a non-empty list (what must NOT be deleted)")
+        for obj in [entry["delete"], *keep]:
+            if not isinstance(obj, dict) or not {"role", "name", "at"} <= set(obj) <= _OBJECT_KEYS:
+                raise fail("deletes: each object is {role, name, at} with optional shown_as")
+            if not all(isinstance(v, str) and v.strip() for v in obj.values()):
+                raise fail("deletes: role, name, at and shown_as are non-empty strings")
+            for template in obj.values():
+                problem = _template_problem(template, None)
+                if problem:
+                    raise fail(f"deletes: {problem}")
+        if entry.get("each", "pair" if fanout else None) not in (("pair",) if fanout else (None, "pair")):
+            raise fail("deletes: each may only be pair")
+        if entry.get("scope") not in (None, "account", "storage"):
+            raise fail("deletes: scope is account or storage")
+        out.append(MappingProxyType(dict(entry)))
+    return tuple(out)
 
 
 def _template_problem(template: str, hosts: Sequence[str] | None) -> str | None:
@@ -469,7 +582,7 @@ def resolve(config: Config, direction: Direction, site: str, options: RunOptions
     s = config.site(p.partner)
     pairs = _storage_pairs(config, direction, p, s, options)
     specs = load_runbook(direction)
-    base = _base_context(config, p, s, pairs)
+    base = _base_context(config, p, s, pairs, options)
     returns_at = next((i for i, spec in enumerate(specs) if spec.id == MASTER_RETURNS_AT), len(specs))
     steps: list[ResolvedStep] = []
     for position, spec in enumerate(specs):
@@ -477,13 +590,16 @@ def resolve(config: Config, direction: Direction, site: str, options: RunOptions
             continue
         master = _expected_master(direction, options, position >= returns_at, p, s)
         ctx = {**base, "master": _HostView.of(master)}
-        targets = _targets(spec, ctx, p, s, master, pairs)
+        targets = _targets(spec, ctx, p, s, master, pairs, direction, options)
         if spec.fanout:
             header = spec.instructions.format_map(ctx)
             lines = [f"• {t.values['instructions']}" for t in targets]
             instructions = "\n".join([header, *lines])
         else:
             instructions = spec.instructions.format_map(ctx)
+            instructions += "".join(f"\n• {deletion_line(d)}" for t in targets for d in t.deletions)
+        if spec.undo:
+            instructions += "\nIf a later step fails: " + spec.undo.format_map(ctx)
         steps.append(ResolvedStep(spec, len(steps) + 1, targets, instructions, master.name))
     return Plan(
         direction=direction,
@@ -536,7 +652,32 @@ def _storage_pairs(config: Config, direction: str, p: Site, s: Site, options: Ru
     return [(ss, config.host(cast(str, ss.mirror))) for ss in chosen]
 
 
-def _base_context(config: Config, p: Site, s: Site, pairs: Sequence[tuple[Host, Host]]) -> dict[str, Any]:
+def _preflight_texts(p: Site, s: Site, pairs: Sequence[tuple[Host, Host]], options: RunOptions) -> dict[str, str]:
+    """F0's words for this scope: which of S's hosts must be healthy, and whether roles are checked."""
+    mirrors = [ms.name for _, ms in pairs]
+    hosts = f"{s.account_server.name} ({s.account_server.endpoint})"
+    if mirrors:
+        hosts += " and the MirrorServer" + ("s " if len(mirrors) > 1 else " ") + ", ".join(mirrors)
+    if options.scope == "storage":
+        roles = (
+            "scope=storage leaves the AccountServers as they are: their roles are not changed, so no role check "
+            "and no split-brain guard."
+        )
+    else:
+        a_p, a_s = p.account_server.name, s.account_server.name
+        roles = (
+            f"Roles, before anything changes: {a_s} must be a Slave (IsSlave True), or already the running Master "
+            f"(a rerun, or after an account failover: F1–F3 are then settled by their probes); a run that would "
+            f"stop the platform's only running Master is refused. Split-brain guard: if {a_p} answers and is "
+            f"still a running Master, or answers but its role cannot be read, the run stops here unless two "
+            f"approvers override it with a reason."
+        )
+    return {"preflight_hosts": hosts, "preflight_roles": roles}
+
+
+def _base_context(
+    config: Config, p: Site, s: Site, pairs: Sequence[tuple[Host, Host]], options: RunOptions | None = None
+) -> dict[str, Any]:
     redstor = config.redstor
     cols = config.db.columns
     dns = p.account_server.agent_dns_name or s.account_server.agent_dns_name
@@ -561,6 +702,7 @@ def _base_context(config: Config, p: Site, s: Site, pairs: Sequence[tuple[Host, 
         "db_online_column": cols.online,
         "db_role_column": cols.role,
         "db_slave_role": config.db.slave_account_server_role,
+        **_preflight_texts(p, s, pairs, options or RunOptions()),
     }
 
 
@@ -577,15 +719,52 @@ def _flat(ctx: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _deletions(
+    spec: StepSpec, ctx: Mapping[str, Any], pairs: Sequence[tuple[Host, Host]], options: RunOptions
+) -> tuple[Deletion, ...]:
+    """The step's ``deletes`` made concrete: per pair (fan-out, or ``each: pair``) or once."""
+
+    def obj(raw: Mapping[str, str], c: Mapping[str, Any]) -> ConsoleObject:
+        return ConsoleObject(
+            role=raw["role"].format_map(c),
+            name=raw["name"].format_map(c),
+            endpoint=raw["at"].format_map(c),
+            shown_as=raw.get("shown_as", "").format_map(c),
+        )
+
+    out: list[Deletion] = []
+    for entry in spec.deletes:
+        if entry.get("scope") and options.scope not in ("all", entry["scope"]):
+            continue
+        contexts = (
+            [ctx] if "ss" in ctx or entry.get("each") != "pair" else
+            [{**ctx, "ss": _HostView.of(ss), "ms": _HostView.of(ms)} for ss, ms in pairs]
+        )  # fmt: skip
+        for c in contexts:
+            out.append(Deletion(obj(entry["delete"], c), tuple(obj(k, c) for k in entry["keep"])))
+    return tuple(out)
+
+
 def _targets(
-    spec: StepSpec, ctx: Mapping[str, Any], p: Site, s: Site, master: Host, pairs: Sequence[tuple[Host, Host]]
+    spec: StepSpec,
+    ctx: Mapping[str, Any],
+    p: Site,
+    s: Site,
+    master: Host,
+    pairs: Sequence[tuple[Host, Host]],
+    direction: str = "failover",
+    options: RunOptions | None = None,
 ) -> tuple[Target, ...]:
+    options = options or RunOptions()
     if spec.fanout:
         out: list[Target] = []
         for ss, ms in pairs:
             tctx = {**ctx, "ss": _HostView.of(ss), "ms": _HostView.of(ms)}
             values = _flat(tctx)
             values["instructions"] = cast(str, spec.per_target).format_map(tctx)
+            deletions = _deletions(spec, tctx, pairs, options)
+            if deletions:
+                values["instructions"] += "".join(f" {deletion_line(d)}." for d in deletions)
             if spec.otp:
                 values["otp_host"] = (
                     ss.name if spec.otp == "ss" else ms.name if spec.otp == "ms" else p.account_server.name
@@ -596,8 +775,15 @@ def _targets(
                 out.append(
                     Target(ms.name, ms.name, f"{ms.name} ({ms.endpoint}), mirror of {ss.name}", _frozen(values, ms))
                 )
+            elif deletions:
+                label = "; ".join(deletion_line(d) for d in deletions)
+                out.append(Target(ss.name, None, label, _frozen(values, None), deletions))
+            elif direction == "failback":
+                label = f"{ms.name} ({ms.endpoint}) → {ss.name} ({ss.endpoint})"
+                out.append(Target(ss.name, None, label, _frozen(values, None)))
             else:
-                out.append(Target(ss.name, None, f"{ss.name} → {ms.name} ({ms.endpoint})", _frozen(values, None)))
+                label = f"{ss.name} ({ss.endpoint}) → {ms.name} ({ms.endpoint})"
+                out.append(Target(ss.name, None, label, _frozen(values, None)))
         return tuple(out)
     values = _flat(ctx)
     if spec.otp == "as_p":
@@ -617,7 +803,8 @@ def _targets(
     elif spec.target == "sites":
         target = Target("sites", None, f"{p.name} and {s.name}", _frozen(values, None))
     else:
-        target = Target("person", None, "a person at the Storage Platform Console", _frozen(values, None))
+        deletions = _deletions(spec, ctx, pairs, options)
+        target = Target("person", None, "a person at the Storage Platform Console", _frozen(values, None), deletions)
     return (target,)
 
 
@@ -625,6 +812,21 @@ def _frozen(values: dict[str, str], host: Host | None) -> Mapping[str, str]:
     if host is not None:
         values = {**values, "host": host.name, "host_endpoint": host.endpoint, "host_address": host.address}
     return MappingProxyType(values)
+
+
+def completion_note(config: Config, plan: Plan) -> str:
+    """What people must know when the run has completed: after a failover that moved the AccountServer, the
+    failed site's AccountServer still says Master and comes back as a second Master when its host starts."""
+    if plan.direction != "failover" or plan.options.scope == "storage":
+        return ""
+    p = config.site(plan.site)
+    a_p = p.account_server.name
+    service = config.redstor.account_server.service
+    return (
+        f"{a_p} at {plan.site} still has IsSlave False: when its host or service starts again it comes up as a "
+        f"second Master (split brain). Keep {service} on {a_p} stopped (set it to Manual or Disabled) until "
+        f"`/failover failback {plan.site}` makes it a Slave (B1–B2)."
+    )
 
 
 # --------------------------------------------------------------------------- plan output
@@ -662,8 +864,11 @@ def format_plan(plan: Plan, config: Config, *, live_values: Mapping[str, str] | 
     opts = plan.options
     heading = "Failover of" if plan.direction == "failover" else "Failback to"
     arrow = f"{p.name} → {s.name}" if plan.direction == "failover" else f"{p.name} ← {s.name}"
+    arrow_pair = "→" if plan.direction == "failover" else "←"
     storage = (
-        ", ".join(f"{a} ({config.host(a).endpoint}) → {b} ({config.host(b).endpoint})" for a, b in plan.pairs)
+        ", ".join(
+            f"{a} ({config.host(a).endpoint}) {arrow_pair} {b} ({config.host(b).endpoint})" for a, b in plan.pairs
+        )
         if plan.pairs
         else "none (AccountServers only)"
     )
@@ -680,6 +885,7 @@ def format_plan(plan: Plan, config: Config, *, live_values: Mapping[str, str] | 
         f"  files: {config.windows_path(redstor.account_server.settings)}; "
         f"{config.windows_path(redstor.storage_server.settings)}; "
         f"task queue {config.windows_path(redstor.account_server.task_queue)}",
+        *([f"  {plan.options_source}"] if plan.options_source else []),
         f"  {len(plan.steps)} steps; destructive steps need {config.slack.destructive_approvals} different approvers; "
         "one-time passwords are never printed",
     ]
@@ -700,6 +906,7 @@ def _format_step(plan: Plan, step: ResolvedStep, config: Config, live: Mapping[s
             spec.origin if spec.origin != "kb" else "",
             f"{spec.variant} only" if spec.variant != "any" else "",
             f"fan-out ×{len(step.targets)}" if spec.fanout else "",
+            "a long wait: nudged, never escalated" if step.is_wait else "",
             _when_text(spec.when),
         ) if f
     ]  # fmt: skip
@@ -768,6 +975,8 @@ def _when_text(when: Mapping[str, str] | None) -> str:
         return f"only if {when['step']} ends {when['outcome']}"
     if "equals" in when:
         return f"only if {when['fact']} = {when['equals']}"
+    if "not_equals" in when:
+        return f"unless {when['fact']} was recorded as {when['not_equals']}"
     return f"only if {when['fact']} was recorded"
 
 
@@ -785,8 +994,12 @@ def _details(plan: Plan, step: ResolvedStep, config: Config, live: Mapping[str, 
         verb = spec.action.split(".", 1)[1]
         out += [f"{verb} service {service} on {t.label}" for t in step.targets]
         if spec.params.get("check_no_running_slave"):
-            out.append("check: no Slave AccountServer service is running")
-    if spec.action.startswith("settings.") or spec.params.get("read_guid"):
+            partner = config.site(plan.partner).account_server.name
+            out.append(f"check first: no Slave AccountServer service is running, and {partner} is the running Master")
+    if spec.action == "settings.check_is_slave":
+        path = config.windows_path(redstor.account_server.settings)
+        out.append(f"check: IsSlave in {path} is True (absent or False: the step fails, nothing is added)")
+    if spec.action in ("settings.set_is_slave", "settings.read_guid") or spec.params.get("read_guid"):
         which = spec.params.get("settings")
         path = (
             redstor.storage_server.settings
@@ -798,8 +1011,16 @@ def _details(plan: Plan, step: ResolvedStep, config: Config, live: Mapping[str, 
         if spec.action == "settings.set_is_slave":
             attrs = "".join(f' {k}="{v}"' for k, v in (spec.params.get("attributes") or {}).items())
             value = "True" if spec.params["value"] else "False"
-            absent = "added as a child of the root if absent" if spec.params.get("add_if_absent") else "must exist"
-            out.append(f"IsSlave → <IsSlave{attrs}>{value}</IsSlave> ({absent})")
+            if not spec.params.get("add_if_absent"):
+                absent = "the element must exist; only its value changes, its attributes stay"
+                out.append(f"IsSlave value → {value} ({absent})")
+            elif spec.params["value"]:
+                out.append(
+                    f"IsSlave value → {value}; if absent, <IsSlave{attrs}>{value}</IsSlave> is added as a child "
+                    "of the root"
+                )
+            else:
+                out.append(f"IsSlave value → {value}; if absent nothing is added (absent already means False)")
     if spec.action == "taskqueue.drop":
         folder = config.windows_path(redstor.account_server.task_queue)
         out.append(f"create empty file {folder}\\{spec.params.get('file', TASK_FILE)} on the current Master")

@@ -31,7 +31,7 @@ from bot.runs.machine import (
 )
 from bot.runs.runbook import Plan, ResolvedStep, RunOptions, parse_options, resolve
 from bot.store import audit
-from bot.store.db import Store, changed_rows, utcnow
+from bot.store.db import Store, as_utc, changed_rows, utcnow
 from bot.store.models import ActiveRun, Approval, AuditEvent, Run, StepRun
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,49 @@ class RunService:
             ).first()
 
     def resolve_options(self, direction: str, site: str, args: Sequence[str]) -> RunOptions:
+        return self.explain_options(direction, site, args)[0]
+
+    def explain_options(self, direction: str, site: str, args: Sequence[str]) -> tuple[RunOptions, str]:
+        """The run's options and, for a failback, where its scope and StorageServers came from."""
         options = parse_options(direction, list(args))  # type: ignore[arg-type]
-        if direction == "failback" and not any(a.startswith(("scope=", "storage=")) for a in args):
-            previous = self.default_failback_options(site)
-            if previous is not None:
-                options = RunOptions(scope=previous.scope, storage=previous.storage, rebuilt=options.rebuilt)
-        return options
+        if direction != "failback":
+            return options, ""
+        if any(a.startswith(("scope=", "storage=")) for a in args):
+            return options, "scope and StorageServers: as given in the command"
+        with self.store.read_session() as s:
+            failovers = list(
+                s.scalars(
+                    sa.select(Run)
+                    .where(Run.platform == self.config.platform, Run.direction == "failover", Run.site == site)
+                    .order_by(Run.created_at)
+                )
+            )
+        completed = [r for r in failovers if r.state == RunState.COMPLETED]
+        previous = completed[-1] if completed else None
+        if previous is not None:
+            options = RunOptions(
+                scope=options_of(previous).scope, storage=options_of(previous).storage, rebuilt=options.rebuilt
+            )
+            source = (
+                f"scope and StorageServers: from {previous.id}, the last completed failover of {site} "
+                f"(scope={previous.scope}" + (f", storage={previous.storage}" if previous.storage else "") + ")"
+            )
+        else:
+            source = (
+                f"scope and StorageServers: no completed failover of {site} is recorded, so scope=all and every "
+                "StorageServer (give scope= or storage= to choose)"
+            )
+        later = [
+            r.id
+            for r in failovers
+            if r.state == RunState.ABORTED and (previous is None or as_utc(r.created_at) > as_utc(previous.created_at))
+        ]
+        if later:
+            source += (
+                f". Warning: {', '.join(later)} (a later failover of {site}) was aborted; its scope is not used: "
+                "check what it changed, and give scope= and storage= if it differs"
+            )
+        return options, source
 
     def open_run(self, direction: str, site: str, args: Sequence[str], user: str, channel: str = "") -> Run:
         """Start a failover or failback; StateConflict when the platform already has an active run."""

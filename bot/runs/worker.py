@@ -213,6 +213,8 @@ class Worker:
         if "fact" in when:
             key = when["fact"]
             value = facts.get(key, facts.get(f"failover:{key}"))
+            if "not_equals" in when:
+                return value != when["not_equals"], f"not needed: the failover recorded {key} = {value}"
             want = when.get("equals", True)
             holds = value == want if not isinstance(want, bool) else bool(value) == want
             return holds, f"not needed: {key} was not recorded"
