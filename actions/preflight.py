@@ -16,6 +16,7 @@ from actions.registry import (
     read_settings,
     settings_path,
     task_queue_path,
+    verify_database,
 )
 from actions.storage_platform_db import StoragePlatformDb
 from actions.winrm import WinRMExecutor
@@ -137,16 +138,30 @@ def _powershell_check(
 
 
 def probe_database(
-    config: Config, site: str, database: Callable[[str], StoragePlatformDb] | None = None
+    config: Config,
+    site: str,
+    database: Callable[[str], StoragePlatformDb] | None = None,
+    executor: remote.Executor | None = None,
 ) -> CheckResult:
-    """``site``'s StoragePlatform database: its table and columns, read-only."""
+    """``site``'s StoragePlatform database, read-only: its table and columns and, given an executor, that it is
+    the database the site's AccountServer uses (its Settings.xml DatabaseConnection names the same server and
+    database as the site's ODBC connection string)."""
     name = f"StoragePlatform ({site})"
+    opener = database or (lambda name: StoragePlatformDb.from_env(config.db_of(name)))
     try:
-        db = database(site) if database is not None else StoragePlatformDb.from_env(config.db_of(site))
+        db = opener(site)
         report = db.check_schema()
     except ExecutionError as exc:
         return CheckResult("database", name, False, _short(exc))
-    return CheckResult("database", name, report.ok, report.summary())
+    if not report.ok or executor is None:
+        return CheckResult("database", name, report.ok, report.summary())
+    ctx = StepContext(config=config, executor=executor, site=site, partner=site, facts={}, database=opener)
+    try:
+        verify_database(ctx, site)
+    except ExecutionError as exc:
+        return CheckResult("database", name, False, _short(exc))
+    host = config.sites[site].account_server.name
+    return CheckResult("database", name, True, f"{report.summary()}; the one {host}'s Settings.xml names")
 
 
 def check_site(config: Config, site: str, *, executor: remote.Executor | None = None) -> list[CheckResult]:
@@ -159,7 +174,7 @@ def check_site(config: Config, site: str, *, executor: remote.Executor | None = 
     ex: remote.Executor = executor or WinRMExecutor()
     try:
         with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts))) as pool:
-            db_futures = [pool.submit(probe_database, config, name) for name in (site, s.partner)]
+            db_futures = [pool.submit(probe_database, config, name, None, ex) for name in (site, s.partner)]
             futures = [pool.submit(probe_host, config, ex, h) for h in hosts]
             results = [r for f in futures for r in f.result()]
             results += [f.result() for f in db_futures]
@@ -216,17 +231,28 @@ def _ctx(config: Config, executor: remote.Executor) -> StepContext:
 
 
 class Preflight:
-    """F0: the partner must be healthy; the failed site may be down; refuse a split brain."""
+    """F0: the partner must be healthy; the failed site may be down; roles checked; refuse a split brain."""
+
+    def _hosts(self, ctx: StepContext) -> tuple[list[Host], list[Host]]:
+        """P's and S's hosts in this run: the AccountServers, and the StorageServer pairs in its scope."""
+        p, s = ctx.config.sites[ctx.site], ctx.config.sites[ctx.partner]
+        if ctx.pairs is None:
+            return [p.account_server, *p.storage_servers], [s.account_server, *s.storage_servers]
+        ss_names = {a for a, _ in ctx.pairs}
+        ms_names = {b for _, b in ctx.pairs}
+        return (
+            [p.account_server, *(h for h in p.storage_servers if h.name in ss_names)],
+            [s.account_server, *(h for h in s.storage_servers if h.name in ms_names)],
+        )
 
     def _results(self, ctx: StepContext) -> tuple[list[CheckResult], list[CheckResult], CheckResult, CheckResult]:
-        p, s = ctx.config.sites[ctx.site], ctx.config.sites[ctx.partner]
-        hosts_p = [p.account_server, *p.storage_servers]
-        hosts_s = [s.account_server, *s.storage_servers]
+        hosts_p, hosts_s = self._hosts(ctx)
+        ex = ctx.executor
         with ThreadPoolExecutor(max_workers=_probe_threads(len(hosts_p) + len(hosts_s))) as pool:
-            db_p = pool.submit(probe_database, ctx.config, ctx.site, ctx.database)
-            db_s = pool.submit(probe_database, ctx.config, ctx.partner, ctx.database)
-            fp = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_p]
-            fs = [pool.submit(probe_host, ctx.config, ctx.executor, h) for h in hosts_s]
+            db_p = pool.submit(probe_database, ctx.config, ctx.site, ctx.database, ex)
+            db_s = pool.submit(probe_database, ctx.config, ctx.partner, ctx.database, ex)
+            fp = [pool.submit(probe_host, ctx.config, ex, h) for h in hosts_p]
+            fs = [pool.submit(probe_host, ctx.config, ex, h) for h in hosts_s]
             return (
                 [r for f in fp for r in f.result()],
                 [r for f in fs for r in f.result()],
@@ -235,10 +261,10 @@ class Preflight:
             )
 
     def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
-        return (
-            f"Read-only checks of {ctx.partner} (must be healthy) and {ctx.site} (may be down), "
-            f"and the split-brain guard on {ctx.as_p.name}"
-        )
+        text = f"Read-only checks of {ctx.partner} (must be healthy) and {ctx.site} (may be down)"
+        if ctx.scope == "storage":
+            return text + "; scope=storage: no role check, no split-brain guard"
+        return text + f", the AccountServers' roles and the split-brain guard on {ctx.as_p.name}"
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
         results_p, results_s, db_s, db_p = self._results(ctx)
@@ -253,29 +279,82 @@ class Preflight:
                 + "\n"
                 + "\n".join(lines)
             )
+        facts: dict[str, Any] = {}
+        headline_roles = ""
         # A storage-only failover leaves the AccountServers alone: the failed site's Master stays Master.
-        if ctx.scope != "storage" and self.split_brain(ctx):
-            raise RemoteOperationFailed(
-                f"split-brain guard: {ctx.as_p.name} answers and is still a running Master AccountServer. "
-                f"Stop it first, or two approvers may override with a reason (Mark done).\n" + "\n".join(lines)
-            )
+        if ctx.scope != "storage":
+            guard = self.split_brain(ctx)
+            if guard:
+                raise RemoteOperationFailed(
+                    f"split-brain guard: {guard}. Stop it first, or two approvers may override with a reason "
+                    "(Mark done).\n" + "\n".join(lines)
+                )
+            refusal, headline_roles, promoted = self.roles(ctx)
+            if refusal:
+                raise RemoteOperationFailed(refusal + "\n" + "\n".join(lines))
+            if promoted:
+                facts["promoted_before"] = "yes"
         problems = sum(1 for r in results_p + [db_p] if not r.ok)
         headline = f"{ctx.partner} healthy; {problems} problem(s) at {ctx.site}"
         if problems:
             headline += " (expected during a disaster)"
-        return Outcome(headline + "\n" + "\n".join(lines), result)
+        if headline_roles:
+            headline += "\n" + headline_roles
+        return Outcome(headline + "\n" + "\n".join(lines), result, facts)
 
-    def split_brain(self, ctx: StepContext) -> bool:
-        """True when the failed site's AccountServer answers and is still a running Master."""
+    def roles(self, ctx: StepContext) -> tuple[str | None, str, bool]:
+        """(refusal, what F0 found, AS_S promoted before) before anything changes (spec v3 §2).
+
+        AS_S must be a Slave, or already the Master (a rerun after an abort, or after an account failover:
+        F1–F3 are then settled by their probes). A platform that is healthy with its running Master at S
+        and a running Slave at P is refused: the run would stop the only running Master.
+        """
+        a_s, a_p = ctx.as_s, ctx.as_p
+        service = ctx.config.redstor.account_server.service
+        is_slave = settings_xml.read_is_slave(read_settings(ctx, a_s).content)
+        if is_slave is True:
+            return None, f"roles: {a_s.name} is a Slave (IsSlave True): it will be promoted", False
+        state_s = remote.query_service(ctx.executor, a_s, service)
+        try:
+            p_slave = settings_xml.read_is_slave(read_settings(ctx, a_p).content) is True
+            state_p = remote.query_service(ctx.executor, a_p, service)
+        except ExecutionError:
+            p_slave, state_p = False, "unreachable"
+        if state_s == "Running" and p_slave and state_p == "Running":
+            return (
+                f"wrong direction: {a_s.name} at {ctx.partner} is already the running Master and {a_p.name} at "
+                f"{ctx.site} a running Slave, so the platform is healthy with its Master at {ctx.partner}. "
+                f"This run would stop the platform's only running Master at F1. Nothing was changed. Did you "
+                f"mean `/failover start {ctx.partner}` (fail over {ctx.partner} to {ctx.site})?",
+                "",
+                False,
+            )
+        running = "and its service is Running" if state_s == "Running" else f"but its service is {state_s}"
+        return (
+            None,
+            f"roles: {a_s.name} already has IsSlave {'absent' if is_slave is None else 'False'} {running}: it was "
+            "promoted before (a rerun, or an account failover already done); F1–F3 are settled by their checks",
+            True,
+        )
+
+    def split_brain(self, ctx: StepContext) -> str | None:
+        """Why the failed site's AccountServer blocks F0, or None: it answers and is still a running Master,
+        or it answers but its role cannot be read (fails closed)."""
         host = ctx.as_p
         try:
-            content = read_settings(ctx, host).content
-            if settings_xml.read_is_slave(content) is True:
-                return False
             state = remote.query_service(ctx.executor, host, ctx.config.redstor.account_server.service)
         except ExecutionError:
-            return False  # unreachable or unreadable: not a running Master we can see
-        return state == "Running"
+            return None  # it does not answer: not a running Master anyone can reach
+        try:
+            is_slave = settings_xml.read_is_slave(read_settings(ctx, host).content)
+        except ExecutionError as exc:
+            return (
+                f"{host.name} answers (service {state}) but its role cannot be read ({_short(exc)}); it may be a "
+                "running Master"
+            )
+        if is_slave is not True and state == "Running":
+            return f"{host.name} answers and is still a running Master AccountServer"
+        return None
 
     def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
         return None  # read-only: running it again is the probe

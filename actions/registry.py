@@ -7,16 +7,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actions import remote, settings_xml
-from actions.storage_platform_db import StoragePlatformDb, row_preview
+from actions.storage_platform_db import SlaveRowCount, StoragePlatformDb, db_identity, row_preview
 from bot.config import Config, Host
-from bot.errors import ExecutionError, RemoteOperationFailed
+from bot.errors import DatabaseOperationFailed, ExecutionError, RemoteOperationFailed
 
 SERVICE_TIMEOUT_S = 60.0
+TASK_POLL_S = 0.5  # how often the bot looks whether the AccountServer consumed its task file
 
 
 class Step(Protocol):
@@ -54,6 +56,7 @@ class StepContext:
     facts: Mapping[str, Any]
     database: Callable[[str], StoragePlatformDb]  # site name → that site's AccountServer's database
     scope: str = "all"  # all | account | storage
+    pairs: tuple[tuple[str, str], ...] | None = None  # (StorageServer, MirrorServer) in the run; None: all
 
     def host(self, name: str) -> Host:
         return self.config.host(name)
@@ -122,23 +125,60 @@ def read_settings(ctx: StepContext, host: Host) -> remote.FileContent:
 
 
 def is_master(ctx: StepContext, host: Host) -> bool:
+    """IsSlave False or absent in the host's Settings.xml (its role, running or not)."""
     return settings_xml.read_is_slave(read_settings(ctx, host).content) in (None, False)
 
 
+def is_running_master(ctx: StepContext, host: Host) -> bool:
+    """A Master is an AccountServer whose IsSlave is False/absent AND whose service is Running (spec v3)."""
+    if not is_master(ctx, host):
+        return False
+    return remote.query_service(ctx.executor, host, ctx.config.redstor.account_server.service) == "Running"
+
+
 def current_master(ctx: StepContext) -> Host:
-    """The AccountServer whose IsSlave is False (or absent) right now; exactly one must be."""
+    """The AccountServer that is the running Master right now (IsSlave False/absent, service Running);
+    exactly one must be. A stopped AccountServer whose file still says Master does not count."""
     masters = []
+    seen: list[str] = []
     for name in (ctx.site, ctx.partner):
         host = ctx.config.sites[name].account_server
         try:
-            if is_master(ctx, host):
+            if is_running_master(ctx, host):
                 masters.append(host)
-        except ExecutionError:
+            else:
+                seen.append(f"{host.name}: not a running Master")
+        except ExecutionError as exc:
+            seen.append(f"{host.name}: not readable ({str(exc).splitlines()[0][:120]})")
             continue  # an unreachable AccountServer cannot be the Master we write to
     if len(masters) != 1:
-        found = ", ".join(h.name for h in masters) or "none reachable"
-        raise RemoteOperationFailed(f"expected exactly one Master AccountServer, found: {found}")
+        found = ", ".join(h.name for h in masters) or "none"
+        raise RemoteOperationFailed(
+            f"expected exactly one running Master AccountServer, found: {found} ({'; '.join(seen) or 'both are'})"
+        )
     return masters[0]
+
+
+def verify_database(ctx: StepContext, site: str) -> StoragePlatformDb:
+    """``site``'s StoragePlatform database, once verified to be the one its AccountServer uses: the server and
+    database named by the AccountServer's Settings.xml DatabaseConnection equal those of the site's ODBC
+    connection string. Otherwise DatabaseOperationFailed naming only servers and databases; nothing changed."""
+    host = ctx.config.sites[site].account_server
+    db = ctx.database(site)
+    named = settings_xml.read_database_connection(read_settings(ctx, host).content)
+    env = ctx.config.db_of(site).odbc_env
+    if not named:
+        raise DatabaseOperationFailed(
+            f"{settings_path(ctx, host)} on {host.name} has no DatabaseConnection, so the bot cannot verify that "
+            f"{env} reaches the database {host.name} uses; nothing was changed"
+        )
+    theirs, ours = db_identity(named), db.identity()
+    if not theirs.same_as(ours):
+        raise DatabaseOperationFailed(
+            f"wrong database: {host.name}'s Settings.xml names {theirs.shown()}, but {env} reaches "
+            f"{ours.shown()}; nothing was changed"
+        )
+    return db
 
 
 class ServiceAction:
@@ -150,8 +190,19 @@ class ServiceAction:
     def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
         host = _target_host(ctx, target)
         text = f"{self.verb.capitalize()} service {_service_name(ctx, host, step)} on {host.name} ({host.endpoint})"
+        if step.params.get("expect_slave"):
+            # part of the approved fingerprint: a role that changes before it runs voids the approval
+            try:
+                value = settings_xml.read_is_slave(read_settings(ctx, host).content)
+                role = "a Slave (IsSlave True)" if value is True else "NOT a Slave (IsSlave " + str(value) + ")"
+            except ExecutionError as exc:
+                role = f"of unknown role ({str(exc).splitlines()[0][:120]})"
+            text += f"; {host.name} is {role} now"
         if step.params.get("check_no_running_slave"):
-            text += "; first check that no Slave AccountServer service is running"
+            partner = ctx.as_s.name
+            text += (
+                f"; first check that no Slave AccountServer service is running and that {partner} is the running Master"
+            )
         if step.params.get("read_guid"):
             text += f"; then read {host.name}'s ServerGuid for its one-time password"
         return text
@@ -159,8 +210,22 @@ class ServiceAction:
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
         host = _target_host(ctx, target)
         service = _service_name(ctx, host, step)
+        if step.params.get("expect_slave"):
+            value = settings_xml.read_is_slave(read_settings(ctx, host).content)
+            if value is not True:
+                raise RemoteOperationFailed(
+                    f"{host.name} is not a Slave (IsSlave {'absent' if value is None else value}): stopping it "
+                    "would stop a Master. Nothing was changed.",
+                    host=host.name,
+                )
         if step.params.get("check_no_running_slave"):
             _check_no_running_slave(ctx, exclude=host)
+            if not is_running_master(ctx, ctx.as_s):
+                raise RemoteOperationFailed(
+                    f"{ctx.as_s.name} is not the running Master (IsSlave False and service Running): stopping "
+                    f"{host.name} would leave no Master. Nothing was changed.",
+                    host=ctx.as_s.name,
+                )
         op = {"stop": remote.stop_service, "start": remote.start_service, "restart": remote.restart_service}[self.verb]
         res = op(ctx.executor, host, service, SERVICE_TIMEOUT_S)
         facts: dict[str, Any] = {}
@@ -299,23 +364,52 @@ class DropTaskFile:
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
         host = self._master(ctx, step, target)
-        res = remote.drop_task_file(ctx.executor, host, task_queue_path(ctx))
-        if res.already_waiting:
-            return Outcome(
-                f"{remote.TASK_FILE} was already waiting in {host.name}'s task queue",
-                {"host": host.name, "created": False, "already_waiting": True},
-            )
-        return Outcome(f"{remote.TASK_FILE} dropped in {host.name}'s task queue", {"host": host.name, "created": True})
+        folder = task_queue_path(ctx)
+        res = remote.drop_task_file(ctx.executor, host, folder)
+        waited = self._await_consumed(ctx, host, folder)
+        dropped = "was already waiting in" if res.already_waiting else "dropped in"
+        return Outcome(
+            f"{remote.TASK_FILE} {dropped} {host.name}'s task queue and consumed by the AccountServer "
+            f"(after {waited:.1f} s)",
+            {
+                "host": host.name,
+                "created": not res.already_waiting,
+                "already_waiting": res.already_waiting,
+                "consumed": True,
+                "waited_s": round(waited, 1),
+            },
+        )
+
+    def _await_consumed(self, ctx: StepContext, host: Host, folder: str) -> float:
+        """Poll until the AccountServer has consumed (deleted) the task file, at most task_queue_timeout_s."""
+        timeout = ctx.config.redstor.account_server.task_queue_timeout_s
+        started = time.monotonic()
+        while remote.task_file_waiting(ctx.executor, host, folder):
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                service = ctx.config.redstor.account_server.service
+                raise RemoteOperationFailed(
+                    f"{folder}\\{remote.TASK_FILE} on {host.name} was not consumed within {timeout:g} s. Check that "
+                    f"{service} on {host.name} is Running as the Master (IsSlave False) and that {folder} is the "
+                    "task queue that AccountServer reads (redstor.account_server.task_queue). When it has been "
+                    "consumed, Retry (it is not dropped twice) or two approvers Mark done.",
+                    host=host.name,
+                )
+            time.sleep(min(TASK_POLL_S, max(0.05, timeout - waited)))
+        return time.monotonic() - started
 
     def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
-        host = self._master(ctx, step, target)
-        if remote.task_file_waiting(ctx.executor, host, task_queue_path(ctx)):
-            return True
-        return None  # consumed already, or never dropped: a read cannot tell
+        return None  # dropped and consumed, dropped and waiting, or never dropped: a read cannot prove consumption
 
 
 class PointSlaveRow:
-    """B4: re-point the Slave AccountServer's BackupServer row at the demoted Master, if the GUIDs match."""
+    """B4: re-point the Slave AccountServer's BackupServer row at the demoted Master, if the GUIDs match.
+
+    The database is the current Master's (its site's), verified before any write to be the one that
+    AccountServer's Settings.xml names. Outcomes recorded as ``outcome:B4``: ``matched`` (row edited),
+    ``needs_console`` (a different ServerGUID, no Slave row or several: B4b adds it in the Console). A wrong
+    or unreachable database fails the step (no B4b: the AccountServer would be added twice, KB line 33).
+    """
 
     def _guid(self, ctx: StepContext) -> str:
         guid = ctx.facts.get(guid_fact(ctx.as_p.name))
@@ -323,31 +417,49 @@ class PointSlaveRow:
             return str(guid)
         return settings_xml.read_server_guid(read_settings(ctx, ctx.as_p).content)
 
+    def _database(self, ctx: StepContext) -> tuple[Host, StoragePlatformDb]:
+        master = current_master(ctx)
+        return master, verify_database(ctx, master.site)
+
     def preview(self, ctx: StepContext, step: Step, target: Target) -> str:
-        db = ctx.database(ctx.partner)  # the promoted Master's database
-        before = db.slave_account_server_row()
+        master, db = self._database(ctx)
+        where = f"StoragePlatform database of {master.name} (verified: {db.identity().shown()})"
         guid = self._guid(ctx)
+        try:
+            before = db.slave_account_server_row()
+        except SlaveRowCount as exc:
+            return f"{where}: {exc}. Nothing will be changed here; B4b adds {ctx.as_p.name} in the Console."
         if not settings_xml.normalise_guid(before.guid) == settings_xml.normalise_guid(guid):
             return (
-                "The Slave AccountServer row's ServerGUID does not match "
+                f"{where}: the Slave AccountServer row's ServerGUID does not match "
                 f"{ctx.as_p.name}'s ({settings_xml.mask_guid(guid)}): nothing will be changed here; "
-                "the next step adds it in the Console.\n" + row_preview(before, None)
+                "B4b adds it in the Console.\n" + row_preview(before, None)
             )
         after = type(before)(guid=before.guid, ip=ctx.as_p.address, online=True, role=before.role, raw={})
-        return f"UPDATE one row of {ctx.config.db.table}:\n" + row_preview(before, after)
+        return f"{where}: UPDATE one row of {ctx.config.db.table}:\n" + row_preview(before, after)
 
     def run(self, ctx: StepContext, step: Step, target: Target) -> Outcome:
-        out = ctx.database(ctx.partner).point_slave_row_at(self._guid(ctx), ctx.as_p.address)
-        outcome = "matched" if out.matched else "guid_mismatch"
-        summary = (
-            f"Slave AccountServer row now IP {ctx.as_p.address}, OnLine true" + ("" if out.changed else " (already)")
-            if out.matched
-            else "ServerGUIDs differ: nothing changed; add the AccountServer in the Console (next step)"
-        )
-        return Outcome(summary, {"outcome": outcome, "changed": out.changed}, {f"outcome:{step.id}": outcome})
+        master, db = self._database(ctx)
+        facts_key = f"outcome:{step.id}"
+        try:
+            out = db.point_slave_row_at(self._guid(ctx), ctx.as_p.address)
+        except SlaveRowCount as exc:
+            found = "no_slave_row" if exc.count == 0 else "several_slave_rows"
+            summary = f"{exc}; add {ctx.as_p.name} in the Console (next step)"
+            return Outcome(summary, {"outcome": found, "changed": False, "database_of": master.name},
+                           {facts_key: "needs_console"})  # fmt: skip
+        if out.matched:
+            summary = f"Slave AccountServer row now IP {ctx.as_p.address}, OnLine true" + (
+                "" if out.changed else " (already)"
+            )
+            result = {"outcome": "matched", "changed": out.changed, "database_of": master.name}
+            return Outcome(summary, result, {facts_key: "matched"})
+        summary = "ServerGUIDs differ: nothing changed; add the AccountServer in the Console (next step)"
+        result = {"outcome": "guid_mismatch", "changed": False, "database_of": master.name}
+        return Outcome(summary, result, {facts_key: "needs_console"})
 
     def probe(self, ctx: StepContext, step: Step, target: Target) -> bool | None:
-        return ctx.database(ctx.partner).slave_row_points_at(self._guid(ctx), ctx.as_p.address)
+        return ctx.database(current_master(ctx).site).slave_row_points_at(self._guid(ctx), ctx.as_p.address)
 
 
 class PersonAction:

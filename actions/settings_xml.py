@@ -71,6 +71,16 @@ class _Document:
         return self.content[:head] + replacement.encode(self.codec) + self.content[tail:]
 
 
+def read_database_connection(content: bytes) -> str | None:
+    """The AccountServer's DatabaseConnection (a connection string naming its StoragePlatform database), or
+    None when the element is absent. It may hold a password: callers show only server and database names."""
+    document = _load(content)
+    index = _find_one(document, "DatabaseConnection", required=False)
+    if index is None:
+        return None
+    return _text_of(document, index, "DatabaseConnection").strip() or None
+
+
 def read_is_slave(content: bytes) -> bool | None:
     """The IsSlave value (True or False, case-insensitive), or None when the element is absent (a Master)."""
     document = _load(content)

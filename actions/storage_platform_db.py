@@ -82,6 +82,88 @@ class SchemaReport:
         return f"table {self.found_as} has the configured columns (OnLine type {self.online_type or 'unknown'}){rows}"
 
 
+_SERVER_KEYS = ("server", "data source", "address", "addr", "network address")
+_DATABASE_KEYS = ("database", "initial catalog")
+_DEFAULT_SQL_PORT = "1433"
+
+
+@dataclass(frozen=True)
+class DbIdentity:
+    """Which database a connection string names: its server and database, normalised for comparison.
+
+    SQL Server: ``Server``/``Data Source`` (``tcp:`` prefix and the default port 1433 dropped, case-insensitive)
+    and ``Database``/``Initial Catalog``. A file database (SQLite: ``Database=<path>``) has no server; its
+    database is the file path. Names only: never a password.
+    """
+
+    server: str
+    database: str
+    server_shown: str
+    database_shown: str
+
+    def shown(self) -> str:
+        server = f"server {self.server_shown}" if self.server_shown else "no server (a file database)"
+        return f"{server}, database {self.database_shown or '(none named)'}"
+
+    def same_as(self, other: DbIdentity) -> bool:
+        return bool(self.database) and (self.server, self.database) == (other.server, other.database)
+
+
+def _connection_pairs(text: str) -> dict[str, str]:
+    """``key=value;`` pairs of an ODBC / ADO.NET connection string; ``{…}`` values may hold ``;``."""
+    out: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        eq = text.find("=", i)
+        if eq < 0:
+            break
+        key = text[i:eq].strip().lower()
+        j = eq + 1
+        while j < n and text[j] == " ":
+            j += 1
+        if j < n and text[j] == "{":
+            end = text.find("}", j + 1)
+            while end >= 0 and end + 1 < n and text[end + 1] == "}":
+                end = text.find("}", end + 2)
+            end = n if end < 0 else end
+            value = text[j + 1 : end].replace("}}", "}")
+            semi = text.find(";", end)
+            i = n if semi < 0 else semi + 1
+        else:
+            semi = text.find(";", j)
+            value = text[j:] if semi < 0 else text[j:semi]
+            i = n if semi < 0 else semi + 1
+        if key:
+            out[key] = value.strip().strip('"').strip("'")
+    return out
+
+
+def _normalise_server(value: str) -> str:
+    text = value.strip().lower()
+    if text.startswith("tcp:"):
+        text = text[4:]
+    for sep in (",", ":"):
+        host, found, port = text.rpartition(sep)
+        if found and port.strip() == _DEFAULT_SQL_PORT:
+            text = host
+    return text.strip()
+
+
+def _normalise_database(value: str) -> str:
+    text = value.strip()
+    if "/" in text or "\\" in text:  # a file database: its path
+        text = re.sub(r"[\\/]+", "/", text).rstrip("/")
+    return text.lower()
+
+
+def db_identity(connection_string: str) -> DbIdentity:
+    """The server and database a connection string names (see DbIdentity)."""
+    pairs = _connection_pairs(connection_string)
+    server = next((pairs[k] for k in _SERVER_KEYS if pairs.get(k)), "")
+    database = next((pairs[k] for k in _DATABASE_KEYS if pairs.get(k)), "")
+    return DbIdentity(_normalise_server(server), _normalise_database(database), server.strip(), database.strip())
+
+
 def normalise_guid(value: object) -> str:
     """A GUID for comparison: text, trimmed, braces removed, lower case."""
     text = "" if value is None else str(value).strip()
@@ -199,6 +281,14 @@ class _Columns:
 # --------------------------------------------------------------------------- the database
 
 
+class SlaveRowCount(DatabaseOperationFailed):
+    """No Slave AccountServer row, or several: nothing was changed (B4b adds the AccountServer in the Console)."""
+
+    def __init__(self, count: int, message: str) -> None:
+        super().__init__(message)
+        self.count = count
+
+
 class StoragePlatformDb:
     """The StoragePlatform database of the current Master AccountServer, reached through pyodbc.
 
@@ -233,6 +323,10 @@ class StoragePlatformDb:
 
     def __repr__(self) -> str:
         return f"StoragePlatformDb(table={self.settings.table!r}, connection_string='***')"
+
+    def identity(self) -> DbIdentity:
+        """The server and database this connection string names (names only, never the password)."""
+        return db_identity(self._connection_string)
 
     # ----------------------------------------------------------------- public operations
 
@@ -456,9 +550,10 @@ class StoragePlatformDb:
         rows = self._select(cur, table, cols, f"{_quote(cols.role)} = ?", role)
         if len(rows) != 1:
             found = "no row has" if not rows else f"{len(rows)} rows have"
-            raise DatabaseOperationFailed(
+            raise SlaveRowCount(
+                len(rows),
                 f"{found} {cols.role} = {role!r} in {table.label}; exactly one Slave AccountServer row is expected"
-                " (nothing was changed)"
+                " (nothing was changed)",
             )
         return rows[0]
 

@@ -86,6 +86,8 @@ class AccountServerPaths(_Strict):
     service: str = "Attix5ProAccountServer"
     settings: str = r"AS_Service\Settings.xml"
     task_queue: str = r"AS_Service\TaskQueue"
+    # how long the bot waits for the AccountServer to consume a task file it dropped (it deletes it when done)
+    task_queue_timeout_s: float = Field(default=120, ge=1, le=3600)
 
 
 class StorageServerPaths(_Strict):

@@ -167,7 +167,8 @@ def test_failback_to_a_rebuilt_site(tmp_path: Path) -> None:
         path.write_bytes(settings_xml.set_is_slave(path.read_bytes(), True, add_if_absent=True))
         fb = eng.service.open_run("failback", "site-a", ["rebuilt"], ALICE, "C0INCIDENT")
         ids = [sv.step.id for sv in eng.service.view(fb.id).steps]
-        assert ids[:3] == ["R1", "R2", "R3"] and "B1" not in ids and "B12" not in ids and "B13" in ids
+        assert ids[:6] == ["R0", "R1", "R1b", "R1c", "R2", "R3"]
+        assert "B1" not in ids and "B12" not in ids and "B13" in ids
         drive(eng, fb.id)
         assert eng.service.get_run(fb.id).state == "completed"
         assert settings_xml.read_is_slave(eng.settings("as-a")) is False

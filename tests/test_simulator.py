@@ -575,3 +575,34 @@ def test_serve_forever_prints_the_environment_and_stops_on_sigterm(tmp_path: Pat
     assert proc.returncode == 0
     assert "secret-value" not in first + out
     assert (tmp_path / "state" / "as-a" / "services.json").exists()
+
+
+def test_faults_delay_or_stop_task_file_consumption(platform: SimulatedPlatform) -> None:
+    """Spec v3 §6: faults.json consume_delay_s and "consume": false."""
+    task = local(platform, "as-a", TASK_QUEUE + "\\" + TASK)
+    set_faults(platform, "as-a", consume_delay_s=1.5)
+    started = time.monotonic()
+    op(platform, "as-a", "taskqueue.drop", folder=TASK_QUEUE, name=TASK)
+    assert wait_for(lambda: not task.exists(), timeout=5)
+    assert time.monotonic() - started >= 1.4
+    set_faults(platform, "as-a", consume=False)
+    op(platform, "as-a", "taskqueue.drop", folder=TASK_QUEUE, name=TASK)
+    time.sleep(1.0)
+    assert task.exists()  # never consumed
+    set_faults(platform, "as-a")
+    assert wait_for(lambda: not task.exists(), timeout=3)
+
+
+def test_each_account_server_names_its_own_sites_database(platform: SimulatedPlatform) -> None:
+    """Issue 9 item 4: DatabaseConnection names that site's SQLite database in a form the bot's check reads."""
+    from actions.settings_xml import read_database_connection
+    from actions.storage_platform_db import db_identity
+
+    for host, site in (("as-a", "site-a"), ("as-b", "site-b")):
+        named = read_database_connection(local(platform, host, AS_SETTINGS).read_bytes())
+        assert named is not None
+        ours = db_identity(platform.database(site).odbc_connection_string())
+        assert db_identity(named).same_as(ours)
+        assert str(platform.database(site).path) in named
+    a = db_identity(platform.database("site-a").odbc_connection_string())
+    assert not a.same_as(db_identity(platform.database("site-b").odbc_connection_string()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from actions.simulated.host_state import HostState, PathRejected
 from actions.simulated.oplog import OperationLog
@@ -39,6 +40,11 @@ class AccountServerModel:
             return
         if not task.is_file() or not self.is_running_master():
             return
+        faults = self.state.faults()
+        if not faults.consume:
+            return  # faults.json "consume": false — this AccountServer never consumes its task files
+        if faults.consume_delay_s and time.time() - task.stat().st_mtime < faults.consume_delay_s:
+            return  # faults.json "consume_delay_s": not yet
         try:
             task.unlink()
         except FileNotFoundError:

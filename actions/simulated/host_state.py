@@ -44,6 +44,8 @@ class Faults:
     dependents: dict[str, tuple[str, ...]] = field(default_factory=dict)  # service → services that depend on it
     logon_failure: tuple[str, ...] = ()  # services whose account cannot log on (Win32 error 1069)
     denied: tuple[str, ...] = ()  # Windows paths the WinRM user may not open (access denied)
+    consume_delay_s: float = 0.0  # spec v3: an AccountServer consumes a task file this long after it appears
+    consume: bool = True  # spec v3: "consume": false — it never does
 
     def stuck_state(self, service: str) -> str | None:
         """The pending state ``service`` is held in, matched case-insensitively like Windows."""
@@ -158,6 +160,8 @@ class HostState:
                 dependents={str(k): tuple(str(d) for d in v) for k, v in (data.get("dependents") or {}).items()},
                 logon_failure=tuple(str(s) for s in data.get("logon_failure") or ()),
                 denied=tuple(str(p) for p in data.get("denied") or ()),
+                consume_delay_s=max(0.0, float(data.get("consume_delay_s") or 0)),
+                consume=data.get("consume", True) is not False,
             )
         except (TypeError, ValueError, AttributeError):
             return Faults()

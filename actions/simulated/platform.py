@@ -111,7 +111,8 @@ class SimulatedPlatform:
         listeners = self._listeners()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ntlm_users(credentials)
-        seed(self.config, self.states, self.distinct_databases())
+        connections = {site: db.odbc_connection_string() for site, db in self.databases.items()}
+        seed(self.config, self.states, self.distinct_databases(), connections)
         self._stopping.clear()
         try:
             for address, routes in listeners.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -25,7 +26,7 @@ _ACCOUNT_SERVER_SETTINGS = """<?xml version="1.0" encoding="utf-8"?>
   <ServerGuid>{guid}</ServerGuid>
   <ServerName>{name}</ServerName>
 {is_slave}  <ServicePort default="443">{port}</ServicePort>
-  <DatabaseConnection>Server=sql-{site};Database=StoragePlatform;Trusted_Connection=True</DatabaseConnection>
+  <DatabaseConnection>{database_connection}</DatabaseConnection>
   <LogLevel choices="Error,Warning,Info,Debug" default="Info">Info</LogLevel>
   <Smtp>
     <Host>mail.example.test</Host>
@@ -64,10 +65,21 @@ def platform_roles(config: Config) -> list[SeededHost]:
     return roles
 
 
-def settings_xml(seeded: SeededHost, guid: str, master_role: str = MASTER_ROLE) -> bytes:
-    """A Settings.xml like the samples: UTF-8 with BOM, CRLF line endings."""
+def settings_xml(
+    seeded: SeededHost, guid: str, master_role: str = MASTER_ROLE, database_connection: str | None = None
+) -> bytes:
+    """A Settings.xml like the samples: UTF-8 with BOM, CRLF line endings. An AccountServer's DatabaseConnection
+    names its own site's StoragePlatform database (for SQLite: ``Driver=SQLite3;Database=<file>``), as the
+    bot's database check compares it with the site's ODBC connection string."""
     host = seeded.host
-    values = {"guid": guid, "name": escape(host.name), "port": host.port, "site": escape(host.site)}
+    connection = database_connection or f"Server=sql-{host.site};Database=StoragePlatform;Trusted_Connection=True"
+    values = {
+        "guid": guid,
+        "name": escape(host.name),
+        "port": host.port,
+        "site": escape(host.site),
+        "database_connection": escape(connection),
+    }
     if host.role == "account_server":
         slave = "" if seeded.role == master_role else _SLAVE_ELEMENT
         text = _ACCOUNT_SERVER_SETTINGS.format(is_slave=slave, **values)
@@ -76,9 +88,14 @@ def settings_xml(seeded: SeededHost, guid: str, master_role: str = MASTER_ROLE) 
     return (BOM + text.replace("\n", "\r\n")).encode("utf-8")
 
 
-def seed(config: Config, states: dict[str, HostState], databases: list[StoragePlatformDatabase]) -> None:
+def seed(
+    config: Config,
+    states: dict[str, HostState],
+    databases: list[StoragePlatformDatabase],
+    connections: Mapping[str, str] | None = None,
+) -> None:
     """Create the missing files, services, folders and BackupServer rows of a healthy platform
-    (every site's database seeded alike)."""
+    (every site's database seeded alike; ``connections``: site → its database's connection string)."""
     for database in databases:
         database.ensure_table()
     account = config.redstor.account_server
@@ -92,7 +109,8 @@ def seed(config: Config, states: dict[str, HostState], databases: list[StoragePl
         local_settings = state.resolve(settings_path)
         if not local_settings.exists():
             local_settings.parent.mkdir(parents=True, exist_ok=True)
-            local_settings.write_bytes(settings_xml(seeded, str(uuid.uuid4())))
+            connection = (connections or {}).get(host.site)
+            local_settings.write_bytes(settings_xml(seeded, str(uuid.uuid4()), database_connection=connection))
         if is_account_server:
             state.resolve(config.windows_path(account.task_queue)).mkdir(parents=True, exist_ok=True)
         if not state.services_file.exists():

@@ -1038,6 +1038,9 @@ def _details(plan: Plan, step: ResolvedStep, config: Config, live: Mapping[str, 
             owner = t.values["otp_host"]
             where = f"read at {reader}; revealed" if reader else f"read from {owner} when revealed"
             out.append(f"one-time password: first 8 characters of {owner}'s ServerGuid ({where} in Slack on request)")
+    if spec.params.get("mark_done_choices"):
+        asks = " | ".join(f"{k} (records {v})" for k, v in spec.params["mark_done_choices"].items())
+        out.append(f"Mark done (two approvers) asks: {asks}")
     if spec.choices:
         recorded = f" (recorded as {spec.records})" if spec.records else ""
         out.append("choices: " + " | ".join(spec.choices) + recorded)

@@ -690,23 +690,82 @@ class RunService:
             )
         return new
 
+    def mark_done_choices(self, step: ResolvedStep) -> dict[str, str]:
+        """What Mark done on ``step`` asks (choice -> the outcome it records), e.g. B4: edited_by_hand / not_done."""
+        return {str(k): str(v) for k, v in (step.params.get("mark_done_choices") or {}).items()}
+
     def vote_mark_done(
-        self, run_id: str, step_id: str, user: str, reason: str, *, round: int, fingerprint: str
+        self,
+        run_id: str,
+        step_id: str,
+        user: str,
+        reason: str,
+        *,
+        round: int,
+        fingerprint: str,
+        choice: str | None = None,
     ) -> ApprovalOutcome:
         """A required step done by other means: two approvers with a reason mark it done.
 
         On a destructive step it takes what its approval takes (``destructive_approvals`` distinct
         approvers, not the initiator unless configured), and never fewer than two people.
+
+        A step with ``mark_done_choices`` (B4) also asks what was done: every vote of a round must give the same
+        choice, and the completed Mark done records ``outcome:<step>`` in the same transaction, which decides
+        the conditional step after it (B4b: needed when the row was not done, not when it was edited by hand).
         """
         if not reason.strip():
             raise UsageError("Mark done needs a reason (what was done instead, and by whom).")
         view = self._check_current(run_id, step_id)
         sv = view.step(step_id)
         self._check_voter(sv.step, user, view.run.initiator)
+        choices = self.mark_done_choices(sv.step)
+        if choices and choice not in choices:
+            raise UsageError(
+                f"Mark done on {step_id} needs a choice: {' or '.join(choices)} "
+                f"(e.g. B4: was the row edited by hand, or not done, so that B4b adds it in the Console?)"
+            )
+        if not choices and choice is not None:
+            raise UsageError(f"Mark done on {step_id} takes no choice.")
         needed = max(2, sv.needed if sv.step.risk == "destructive" else 2)
         return self._vote_to_finish(
-            run_id, step_id, user, "mark_done", StepEvent.MARK_DONE, reason, needed, round, fingerprint
+            run_id,
+            step_id,
+            user,
+            "mark_done",
+            StepEvent.MARK_DONE,
+            reason,
+            needed,
+            round,
+            fingerprint,
+            choice=choice,
+            choices=choices,
         )
+
+    def _mark_done_choices_so_far(self, s: Session, row: StepRun) -> dict[str, str]:
+        """user -> choice of this round's counted Mark-done votes (from the audit chain)."""
+        out: dict[str, str] = {}
+        for event in audit.events_of(s, row.run_id):
+            if event.event != "mark_done.vote" or event.step_id != row.step_id:
+                continue
+            detail = json.loads(event.detail or "{}")
+            if detail.get("round") == row.attempt and detail.get("choice"):
+                out.setdefault(event.actor, str(detail["choice"]))
+        return out
+
+    def _set_fact(self, s: Session, run_id: str, key: str, value: Any) -> None:
+        """Record a fact of the run inside the caller's transaction (compare-and-set on the facts)."""
+        run = s.get(Run, run_id)
+        if run is None:
+            raise StateConflict(f"There is no run {run_id}.")
+        old = run.facts
+        facts = json.loads(old or "{}")
+        facts[key] = value
+        moved = changed_rows(
+            s, sa.update(Run).where(Run.id == run_id, Run.facts == old).values(facts=json.dumps(facts, sort_keys=True))
+        )
+        if moved != 1:
+            raise StateConflict("The run changed meanwhile; nothing was counted. Try again.")
 
     def skip(
         self, run_id: str, step_id: str, user: str, reason: str, *, round: int, fingerprint: str
@@ -770,24 +829,41 @@ class RunService:
         needed: int,
         round: int,
         fingerprint: str,
+        *,
+        choice: str | None = None,
+        choices: dict[str, str] | None = None,
     ) -> ApprovalOutcome:
-        """One vote to finish a step without running it (Mark done, Skip); the last one needed finishes it."""
+        """One vote to finish a step without running it (Mark done, Skip); the last one needed finishes it.
+
+        With ``choices`` (Mark done on B4) every vote of the round must give the same ``choice``, and the last
+        one records ``outcome:<step>`` in the same transaction as the step's finish."""
         done = False
+        detail: dict[str, Any] = {"reason": reason, **({"choice": choice} if choice else {})}
         with self.store.session() as s:
             self._check_run_active(s, run_id)
             row = self._step_row(s, run_id, step_id, for_update=True)  # one vote at a time per step
             if row.state in FINISHED_STEP_STATES:
                 raise StateConflict(f"Step {step_id} is {row.state.replace('_', ' ')}; nothing to {event}.")
             self._check_seen(row, round, fingerprint)
-            counted, have = self._count_vote(s, row, user, kind, reason=reason, detail={"reason": reason})
+            if choices:
+                others = {c for u, c in self._mark_done_choices_so_far(s, row).items() if u != user}
+                if others and others != {choice}:
+                    raise StateConflict(
+                        f"Another approver marked {step_id} done as {', '.join(sorted(others))}; both must give "
+                        "the same answer. Nothing was counted."
+                    )
+                detail["round"] = row.attempt
+            counted, have = self._count_vote(s, row, user, kind, reason=reason, detail=detail)
             if have >= needed and counted:
+                if choices:
+                    self._set_fact(s, run_id, f"outcome:{step_id}", choices[str(choice)])
                 self.transition(
                     run_id,
                     step_id,
                     event,
                     user,
                     session=s,
-                    detail={"reason": reason, "votes": have},
+                    detail={**detail, "votes": have},
                     values={"result": json.dumps({"by": user, "reason": reason})} if kind == "skip" else None,
                 )
                 done = True

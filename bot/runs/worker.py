@@ -170,6 +170,7 @@ class Worker:
             facts=self._facts(view),
             database=self.database,
             scope=view.run.scope,
+            pairs=view.plan.pairs,
         )
 
     def _facts(self, view: RunView) -> dict[str, Any]:
@@ -220,8 +221,29 @@ class Worker:
             return holds, f"not needed: {key} was not recorded"
         return True, ""
 
+    def _settled_before(self, view: RunView, sv: StepView) -> str | None:
+        """F1–F3 when F0 found AS_S promoted before: why the step is already in place, or None (spec v3 §2)."""
+        step = sv.step
+        if not step.params.get("settled_if_promoted") or self._facts(view).get("promoted_before") != "yes":
+            return None
+        ctx = self.context(view)
+        target = step.targets[0]
+        try:
+            if step.params.get("expect_slave"):  # "stop the Slave": there is no Slave to stop any more
+                host = ctx.host(target.host or "")
+                promoted = settings_xml.read_is_slave(read_settings(ctx, host).content) is not True
+                return f"{host.name} is no longer a Slave (promoted before)" if promoted else None
+            in_place = action_for(step.action).probe(ctx, step, target)
+        except ExecutionError:
+            return None
+        return f"already in place on {target.label} (promoted before)" if in_place else None
+
     def _post(self, view: RunView, sv: StepView) -> None:
         holds, why = self._condition_holds(view, sv)
+        if holds:
+            settled = self._settled_before(view, sv)
+            if settled:
+                holds, why = False, f"not needed: {settled}"
         if not holds:
             try:
                 self.service.not_needed(view.run.id, sv.step.id, why)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from bot.blocks.render import render_blocks, render_thread
 from bot.config import Config, Host, load_config
 from bot.errors import ConfigError
 from bot.runs.machine import FINISHED_STEP_STATES
+from bot.runs.runbook import deletion_line
 from bot.sandbox.slack_api import BOT_USER_ID, UploadedFile
 
 if TYPE_CHECKING:
@@ -703,6 +705,28 @@ def _check_failback(demo: Demo, r: Rehearsal, outcome: _RunOutcome, site: str) -
         for sv in destructive
         if len(set(sv.approvers)) < 2 or ALICE in sv.approvers
     }
+    lines = [deletion_line(d) for sv in destructive for d in sv.step.deletions]
+    thread = json.dumps(
+        [m.blocks for m in r.slack.thread(view.run.channel, view.run.thread_ts or "")], ensure_ascii=False
+    )
+    demo.check(
+        group,
+        f"every deletion was shown as DELETE … · KEEP … ({len(lines)} lines, e.g. {lines[0] if lines else '-'})",
+        bool(lines) and all(line in thread for line in lines),
+        "a DELETE … · KEEP … line is missing from the step cards",
+    )
+    if view.plan.has("B4"):
+        b4 = json.loads(view.step("B4").row.result or "{}")
+        right = r.platform.database(p.partner).path.name
+        wrong = r.platform.database(site).path.name
+        preview = view.step("B4").row.preview or ""
+        demo.check(
+            group,
+            f"B4 changed only the promoted Master's database: {as_s.name}'s {right} (verified against its "
+            f"Settings.xml), not {wrong}",
+            b4.get("database_of") == as_s.name and right in preview and wrong not in preview,
+            f"B4 result {b4}; preview {preview[:300]}",
+        )
     approvers = sorted({NAMES.get(u, u) for sv in destructive for u in sv.approvers})
     demo.check(
         group,
