@@ -287,3 +287,45 @@ def test_b20_asks_people_when_no_failover_recorded_the_dns_decision(tmp_path: Pa
         view = eng.service.view(fb2.id)
         holds, why = eng.worker._condition_holds(view, view.step("B20"))
         assert holds is False and "dns_redirected = done" in why
+
+
+# ------------------------------------------------------------- item 15: where the failback's scope came from
+
+
+def test_plan_says_where_the_failback_scope_came_from(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from bot.config import load_config
+    from bot.runs.service import RunService
+    from bot.store.db import Store
+    from bot.store.models import ActiveRun, Run
+    from tests.conftest import EXAMPLE_CONFIG
+
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    try:
+        service = RunService(store, load_config(EXAMPLE_CONFIG))
+        options, source = service.explain_options("failback", "site-a", [])
+        assert options.scope == "all" and "no completed failover of site-a is recorded" in source
+        first = service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        with store.session() as s:  # FO-1 completed
+            s.execute(
+                sa.update(Run)
+                .where(Run.id == first.id)
+                .values(state="completed", finished_at=s.scalar(sa.select(Run.created_at).where(Run.id == first.id)))
+            )
+            s.execute(sa.delete(ActiveRun))
+        options, source = service.explain_options("failback", "site-a", [])
+        assert options.scope == "account"
+        assert (
+            source
+            == f"scope and StorageServers: from {first.id}, the last completed failover of site-a (scope=account)"
+        )
+        later = service.open_run("failover", "site-a", ["scope=storage"], ALICE, "C0INCIDENT")
+        service.abort(later.id, ALICE, "wrong scope")
+        options, source = service.explain_options("failback", "site-a", [])
+        assert options.scope == "account"  # not silently the aborted run's
+        assert f"Warning: {later.id} (a later failover of site-a) was aborted; its scope is not used" in source
+        _, given = service.explain_options("failback", "site-a", ["scope=storage"])
+        assert given == "scope and StorageServers: as given in the command"
+    finally:
+        store.dispose()

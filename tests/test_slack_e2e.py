@@ -233,6 +233,8 @@ def test_destructive_step_rules(tmp_path: Path) -> None:
             if e["action_id"].startswith(str(ActionId.APPROVE))
         ][0]
         assert approve["style"] == "danger" and "confirm" not in approve  # the modal is the confirmation
+        card = json.dumps(msg.blocks, ensure_ascii=False)
+        assert "DELETE mirror registration ms-b1 at 127.0.20.21:443 · KEEP StorageServer entry ss-a1" in card
         assert "0 of 2" in approve["text"]["text"]
         r.click(ALICE, fb, "B11", ActionId.APPROVE)  # the initiator may not approve a delete: no form opens
         r.wait_until(
