@@ -80,21 +80,23 @@ def test_done_skip_and_retry_compare_the_card_too(tmp_path: Path) -> None:
     with engine(tmp_path) as eng:
         eng.faults("as-a", refuse=True)
         run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
-        eng.worker.advance(run.id)
-        card = seen(eng.service, run.id, "F1")
+        # F3 (start as-b's service): F1's preview re-reads as-b's role (issue 9 item 3), so an unreachable
+        # as-b voids F1's approval instead of failing it; F3's preview reads nothing
+        _to_step(eng, run.id, "F3")
+        card = seen(eng.service, run.id, "F3")
         stale = {"round": card["round"], "fingerprint": "0" * 64}
         with pytest.raises(StateConflict, match="out of date"):
-            eng.service.approve(run.id, "F1", BOB, **stale)
-        eng.faults("as-b", refuse=True)  # F1 fails: Retry is offered
-        eng.service.approve(run.id, "F1", BOB, **card)
+            eng.service.approve(run.id, "F3", BOB, **stale)
+        eng.faults("as-b", refuse=True)  # F3 fails: Retry is offered
+        eng.service.approve(run.id, "F3", BOB, **card)
         eng.worker.advance(run.id)
-        assert eng.service.view(run.id).step("F1").state == StepState.FAILED
+        assert eng.service.view(run.id).step("F3").state == StepState.FAILED
         with pytest.raises(StateConflict, match="out of date"):
-            eng.service.retry(run.id, "F1", BOB, **stale)
-        assert eng.service.view(run.id).step("F1").state == StepState.FAILED
+            eng.service.retry(run.id, "F3", BOB, **stale)
+        assert eng.service.view(run.id).step("F3").state == StepState.FAILED
         eng.faults("as-b")
-        eng.service.retry(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
-        assert eng.service.view(run.id).step("F1").state != StepState.FAILED
+        eng.service.retry(run.id, "F3", BOB, **seen(eng.service, run.id, "F3"))
+        assert eng.service.view(run.id).step("F3").state != StepState.FAILED
 
 
 # ---------------------------------------------------------------- finding 11: abort and reveal permissions
@@ -112,22 +114,25 @@ def test_abort_needs_an_operator_however_it_is_asked_for(tmp_path: Path) -> None
 
 def test_reveal_only_current_step_of_an_active_run_by_an_approver_rate_limited(tmp_path: Path) -> None:
     with engine(tmp_path, slack={"approvers": [BOB, CAROL]}) as eng:
-        run = eng.service.open_run("failback", "site-a", ["rebuilt"], ALICE, "C0INCIDENT")
+        run = eng.service.open_run("failback", "site-a", ["rebuilt", "scope=storage"], ALICE, "C0INCIDENT")
         eng.worker.advance(run.id)
-        assert eng.service.view(run.id).current.step.id == "R1"
+        for person in (BOB, CAROL):  # R0 (old registrations: a delete) is not needed here
+            eng.service.skip(run.id, "R0", person, "none listed", **seen(eng.service, run.id, "R0"))
+        eng.worker.advance(run.id)
+        assert eng.service.view(run.id).current.step.id == "R2"  # its OTPs: the new StorageServers'
         with pytest.raises(PermissionDenied):
-            eng.service.check_reveal(run.id, "R1", ALICE)  # an operator, not an approver
+            eng.service.check_reveal(run.id, "R2", ALICE)  # an operator, not an approver
         with pytest.raises(StateConflict, match="no longer current"):
-            eng.service.check_reveal(run.id, "R2", BOB)  # an OTP step, but not the current one
+            eng.service.check_reveal(run.id, "B33", BOB)  # an OTP step, but not the current one
         for _ in range(REVEALS_PER_PERSON):
-            eng.service.check_reveal(run.id, "R1", BOB)
-            eng.service.audit_reveal(run.id, "R1", BOB, ["as-a"])
+            eng.service.check_reveal(run.id, "R2", BOB)
+            eng.service.audit_reveal(run.id, "R2", BOB, ["ss-a1"])
         with pytest.raises(PermissionDenied, match="limit"):
-            eng.service.check_reveal(run.id, "R1", BOB)
-        eng.service.check_reveal(run.id, "R1", CAROL)  # per person
+            eng.service.check_reveal(run.id, "R2", BOB)
+        eng.service.check_reveal(run.id, "R2", CAROL)  # per person
         eng.service.abort(run.id, ALICE, "done rehearsing")
         with pytest.raises(StateConflict, match="aborted"):
-            eng.service.check_reveal(run.id, "R1", CAROL)
+            eng.service.check_reveal(run.id, "R2", CAROL)
 
 
 # ---------------------------------------------------------------- finding 4: deletes recorded by other buttons
@@ -452,7 +457,7 @@ def test_reminders_are_rebuilt_from_run_state_by_a_new_leader(tmp_path: Path, fa
         second = make_bot(store, fake_slack, config, clock)
         second.reminders.start()  # nothing of the first process's jobs survives but the run state
         try:
-            assert second.jobs() == {f"remind:{run_id}:R1:0": posted + timedelta(minutes=30)}
+            assert second.jobs() == {f"remind:{run_id}:F5:0": posted + timedelta(minutes=30)}
             assert second.reminders.tick(clock.advance(1)) == []  # no repeat of the reminder just sent
         finally:
             second.reminders.close()
