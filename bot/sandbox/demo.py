@@ -706,9 +706,9 @@ def _check_failback(demo: Demo, r: Rehearsal, outcome: _RunOutcome, site: str) -
         if len(set(sv.approvers)) < 2 or ALICE in sv.approvers
     }
     lines = [deletion_line(d) for sv in destructive for d in sv.step.deletions]
-    thread = json.dumps(
-        [m.blocks for m in r.slack.thread(view.run.channel, view.run.thread_ts or "")], ensure_ascii=False
-    )
+    messages = r.slack.thread(view.run.channel, view.run.thread_ts or "")
+    versions = [m.blocks for m in messages] + [blocks for m in messages for _, blocks in m.history]
+    thread = json.dumps(versions, ensure_ascii=False)
     demo.check(
         group,
         f"every deletion was shown as DELETE … · KEEP … ({len(lines)} lines, e.g. {lines[0] if lines else '-'})",
