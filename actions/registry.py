@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,28 @@ class Action(Protocol):
 
 def guid_fact(host: str) -> str:
     return f"guid:{host}"
+
+
+def guid_at_rest(guid: str) -> dict[str, str]:
+    """How a ServerGuid read from a host is kept on the run: masked, and a hash to compare a later reading with.
+
+    The whole GUID is never stored (its first eight characters are the server's one-time password).
+    """
+    return {"masked": settings_xml.mask_guid(guid), "sha256": guid_hash(guid)}
+
+
+def guid_hash(guid: str) -> str:
+    return hashlib.sha256(settings_xml.normalise_guid(guid).encode("ascii")).hexdigest()
+
+
+def check_guid_unchanged(host: str, guid: str, recorded: Any) -> None:
+    """A ServerGuid read again must be the one recorded earlier in the run (if one was)."""
+    if isinstance(recorded, Mapping) and recorded.get("sha256") and recorded["sha256"] != guid_hash(guid):
+        raise RemoteOperationFailed(
+            f"{host}'s ServerGuid is now {settings_xml.mask_guid(guid)}, not {recorded.get('masked')} as read "
+            "earlier in this run; check the host before going on",
+            host=host,
+        )
 
 
 def _target_host(ctx: StepContext, target: Target) -> Host:
@@ -412,10 +435,10 @@ class PointSlaveRow:
     """
 
     def _guid(self, ctx: StepContext) -> str:
-        guid = ctx.facts.get(guid_fact(ctx.as_p.name))
-        if guid:
-            return str(guid)
-        return settings_xml.read_server_guid(read_settings(ctx, ctx.as_p).content)
+        # Read again from the host (only a masked GUID and a hash are kept), and compare with what B1 read.
+        guid = settings_xml.read_server_guid(read_settings(ctx, ctx.as_p).content)
+        check_guid_unchanged(ctx.as_p.name, guid, ctx.facts.get(guid_fact(ctx.as_p.name)))
+        return guid
 
     def _database(self, ctx: StepContext) -> tuple[Host, StoragePlatformDb]:
         master = current_master(ctx)

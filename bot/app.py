@@ -121,6 +121,10 @@ def build_runtime(
     config.check_slack_api_url(api_url)  # plain http to a non-loopback Slack: ConfigError unless allowed
     own_store = store is None
     store = store or Store(cfg.db_url())
+    store.audit_keys.use(*config.audit_keys())  # the audit chain's MAC keys come from the environment
+    problem = config.audit_key_problem()
+    if problem:
+        log.warning("the audit log is not keyed: %s; anyone who can write the database can rewrite it", problem)
     client = web_client(token, api_url)
     groups = GroupDirectory(client, config.slack.group_cache_s)
     service = RunService(store, config, group_members=groups.members)

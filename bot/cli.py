@@ -102,6 +102,7 @@ _HELP: dict[str, tuple[str, str]] = {
             _DB_ENV,
             "  SLACK_BOT_TOKEN          when set: people are named through Slack (users.info), else by ID",
             "  SLACK_API_URL            another Slack Web API base URL (rehearsals)",
+            "  the audit key variables  those the configuration names (audit.keys), to check the chain's seals",
         ),
     ),
 }
@@ -149,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="folder for the demo's state and report (default: a temp folder)")
     s.add_argument("--quiet", action="store_true", help="print only the verdict")
 
-    s = command("report", config=False)
+    s = command("report")  # the configuration names the audit keys that check the chain's seals
     s.add_argument("run_id")
     s.add_argument("--format", choices=["md", "json"], default="md")
 
@@ -260,6 +261,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except MissingDatabase as exc:
         raise UsageError(f"{exc} (FAILOVER_DB_URL); nothing created") from None
     try:
+        if args.config or Path(config_path(args.config)).exists():  # the audit keys it names check the seals
+            store.audit_keys.use(*_config(args).audit_keys())
         report = build_report(store, args.run_id)
     except UsageError as exc:
         raise UsageError(f"{exc} in {shown_url(url)} (FAILOVER_DB_URL)") from None

@@ -115,6 +115,22 @@ class StoragePlatformDbSettings(_Strict):
     slave_account_server_role: str = "SlaveAccountServer"
 
 
+class AuditSettings(_Strict):
+    """The audit log's MAC keys: ``keys`` maps a key id to the environment variable holding that key;
+    new events are sealed with ``key_id``. Old ids stay listed so that chains sealed with them stay checkable."""
+
+    key_id: str | None = Field(default=None, min_length=1, max_length=32)
+    keys: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _current_key_listed(self) -> AuditSettings:
+        if self.key_id is not None and self.key_id not in self.keys:
+            raise ValueError(f"key_id {self.key_id!r} is not one of keys ({', '.join(self.keys) or 'none'})")
+        if self.keys and self.key_id is None:
+            raise ValueError("keys are listed but key_id (the key new events are sealed with) is not set")
+        return self
+
+
 class ReadinessSettings(_Strict):
     """Scheduled read-only readiness rounds between runs (spec v3 §5)."""
 
@@ -163,6 +179,7 @@ class ConfigModel(_Strict):
     redstor: RedstorSettings = Field(default_factory=RedstorSettings)
     storage_platform_db: StoragePlatformDbSettings = Field(default_factory=StoragePlatformDbSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     sites: dict[str, SiteModel]
 
     @field_validator("sites")
@@ -295,6 +312,20 @@ class Config:
     @property
     def readiness(self) -> ReadinessSettings:
         return self.model.readiness
+
+    def audit_keys(self) -> tuple[str | None, dict[str, bytes]]:
+        """The audit key new events use and every listed key by id, read from the environment (missing: absent)."""
+        keys = {kid: secret(name).encode("utf-8") for kid, name in self.model.audit.keys.items() if secret(name)}
+        return self.model.audit.key_id, keys
+
+    def audit_key_problem(self) -> str | None:
+        """Why the audit log is not keyed (None when it is)."""
+        settings = self.model.audit
+        if settings.key_id is None:
+            return "the configuration names no audit key (audit: {key_id, keys})"
+        if not secret(settings.keys[settings.key_id]):
+            return f"{settings.keys[settings.key_id]} (audit key {settings.key_id!r}) is not set"
+        return None
 
     @property
     def readiness_channel(self) -> str | None:

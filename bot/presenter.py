@@ -280,6 +280,9 @@ class Presenter:
         else:
             reason = run.abort_reason or "no reason given"
             text = f"🛑 {escape_mrkdwn(direction_title(view))} aborted: {escape_mrkdwn(reason)}"
+        ended = self.service.end_digest(run.id)
+        if ended:  # a copy of the audit chain's head outside the database; the report shows the same
+            text += f"\nAudit chain when the run ended: {ended}"
         self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=True)
 
     def say_in_thread(self, run_id: str, text: str, *, broadcast: bool = False) -> None:

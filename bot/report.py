@@ -106,6 +106,8 @@ class Report:
     facts: dict[str, Any] = field(default_factory=dict)
     overrides: list[Override] = field(default_factory=list)
     milestones: list[tuple[str, float]] = field(default_factory=list)  # (label, seconds since the start)
+    chain_keyed: bool = True  # False: sealed without a key, so a database writer could have re-sealed it
+    end_digest: str = ""  # the chain head when the run ended, as posted in its thread: "#seq digest"
 
     @property
     def waited_on_people_s(self) -> float:
@@ -169,6 +171,8 @@ class Report:
                 "run": self.run,
                 "chain_intact": self.chain_intact,
                 "chain_problems": self.chain_problems,
+                "chain_keyed": self.chain_keyed,
+                "end_digest": self.end_digest,
                 "waited_on_people_s": round(self.waited_on_people_s, 3),
                 "person_working_s": round(self.person_working_s, 3),
                 "executing_s": round(self.executing_s, 3),
@@ -229,7 +233,14 @@ class Report:
             f"- time waited on people: {_dur(self.waited_on_people_s)} waiting for an approval; "
             f"{_dur(self.person_working_s)} people working after “I'm on it”; "
             f"{_dur(self.executing_s)} the bot executing",
-            "- audit chain: " + ("intact" if self.chain_intact else "**BROKEN** — " + "; ".join(self.chain_problems)),
+            "- audit chain: "
+            + ("intact" if self.chain_intact else "**BROKEN** — " + "; ".join(self.chain_problems))
+            + ("" if self.chain_keyed else " (chain not keyed: anyone who can write the database could re-seal it)"),
+            *(
+                [f"- chain head when the run ended: {self.end_digest} (compare with the thread)"]
+                if self.end_digest
+                else []
+            ),
         ]
         split = [o for o in self.overrides if o.split_brain]
         for o in split:
@@ -386,6 +397,8 @@ def build_report(store: Store, run_id: str) -> Report:
         facts={k: audit.scrub(v) for k, v in facts.items() if k in {sp.records for sp in specs.values() if sp.records}},
         overrides=_overrides(events, specs),
         milestones=_milestones(run_dict["direction"], steps, specs),
+        chain_keyed=check.keyed,
+        end_digest=next((f"#{e.seq} {e.hash[:16]}" for e in events if e.event in ("run.completed", "run.aborted")), ""),
     )
 
 

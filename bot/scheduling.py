@@ -31,13 +31,14 @@ from bot.runs.machine import RunState, StepState
 from bot.runs.service import RunService, RunView, StepView
 from bot.runs.worker import bot_executes
 from bot.store import audit
-from bot.store.db import Store, as_utc, utcnow
-from bot.store.models import AuditEvent
+from bot.store.db import Store, as_utc, changed_rows, utcnow
+from bot.store.models import AuditEvent, ProcessedDelivery
 
 log = logging.getLogger(__name__)
 
 # PostgreSQL advisory lock keys: (namespace, hash of the schema holding the job store). One leader per job store.
 LEASE_NAMESPACE = 7_411_003
+DELIVERY_RETENTION = timedelta(days=1)  # how long a handled Slack delivery is remembered (retries come in minutes)
 
 
 class Nag(StrEnum):
@@ -378,6 +379,7 @@ class Reminders:
                     log.warning("lost the scheduler lock; another replica may send the reminders now")
                 else:
                     self.sweep()
+                    self.forget_old_deliveries()
                     self.scheduler.wakeup()  # jobs other replicas added may be due earlier than we knew
             except SQLAlchemyError as exc:
                 log.warning("reminders: database unavailable (%s); trying again", exc)
@@ -467,6 +469,12 @@ class Reminders:
             run_ids.add(active.id)
         for run_id in sorted(run_ids):
             self.refresh(run_id)
+
+    def forget_old_deliveries(self, now: datetime | None = None) -> int:
+        """Retention of ``processed_deliveries``: Slack retries within minutes, so a day of keys is ample."""
+        before = (now or utcnow()) - DELIVERY_RETENTION
+        with self.store.session() as s:
+            return changed_rows(s, sa.delete(ProcessedDelivery).where(ProcessedDelivery.created_at < before))
 
     def tick(self, now: datetime | None = None) -> list[str]:
         """Run every job due at ``now`` (default: the clock) once, as the scheduler would; what was sent."""

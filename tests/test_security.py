@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import logging
 import os
 import pickle
 import re
+import stat
 import threading
+import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -20,16 +23,21 @@ import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 
+from actions import settings_xml
+from actions.registry import guid_fact, guid_hash
 from actions.winrm import WinRMExecutor
 from bot.blocks.cards import step_card
+from bot.config import load_config
 from bot.errors import ExecutionError, PermissionDenied, StateConflict
 from bot.runs.machine import StepState
-from bot.runs.service import REVEALS_PER_PERSON
+from bot.runs.service import REFUSALS_PER_PERSON, REVEALS_PER_PERSON
 from bot.runs.worker import Worker
 from bot.sandbox.slack_api import FakeSlackApi
 from bot.store import audit
 from bot.store.db import MIGRATIONS, Store
+from bot.store.models import AuditEvent, AuditHead, ProcessedDelivery, Run
 from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
+from tests.support.platform import write_config
 from tests.test_scheduling import Clock, make_bot, make_config, open_rebuilt_failback
 
 
@@ -177,9 +185,7 @@ def test_three_approvals_configured_means_three_for_mark_done(tmp_path: Path) ->
     "weaker", [{"destructive_approvals": 1}, {"initiator_may_approve_destructive": True}], ids=["one", "initiator"]
 )
 def test_weaker_delete_approval_is_refused_at_load_unless_allowed_and_then_shown(tmp_path: Path, weaker: dict) -> None:  # type: ignore[type-arg]
-    from bot.config import load_config
     from bot.errors import ConfigError
-    from tests.support.platform import write_config
 
     path = write_config(tmp_path / "refused", slack=weaker)
     with pytest.raises(ConfigError, match="allow_weaker_delete_approval"):
@@ -461,5 +467,271 @@ def test_reminders_are_rebuilt_from_run_state_by_a_new_leader(tmp_path: Path, fa
             assert second.reminders.tick(clock.advance(1)) == []  # no repeat of the reminder just sent
         finally:
             second.reminders.close()
+    finally:
+        store.dispose()
+
+
+# ---------------------------------------------------------------- finding 7: secrets at rest
+
+
+def test_the_sqlite_database_and_its_wal_and_shm_are_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "failover-bot.db"
+    store = Store(f"sqlite:///{path}")
+    try:
+        with store.session() as s:  # a write: the -wal and -shm files exist now
+            audit.append(s, "-", "U0TEST", "test.event")
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert name.exists(), name
+            assert stat.S_IMODE(name.stat().st_mode) == 0o600, (name, oct(name.stat().st_mode))
+    finally:
+        store.dispose()
+    os.chmod(path, 0o644)  # a file from before: tightened at the next start
+    Store(f"sqlite:///{path}").dispose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _ss_settings(eng, host: str) -> Path:  # type: ignore[no-untyped-def]
+    return eng.state_dir / host / "C" / "ProgramData" / "Attix5 Pro" / "SS_Service" / "Settings.xml"
+
+
+def test_server_guids_are_kept_masked_and_read_again_when_revealed(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h, refuse=True)
+        fo = eng.service.open_run("failover", "site-a", ["scope=storage"], ALICE, "C0INCIDENT")
+        drive(eng, fo.id)
+        for h in ("ss-a1", "ss-a2"):
+            eng.faults(h)
+        fb = eng.service.open_run("failback", "site-a", ["scope=storage"], ALICE, "C0INCIDENT")
+        _to_step(eng, fb.id, "B9")  # B7 read every StorageServer's ServerGuid
+        guid = settings_xml.read_server_guid(_ss_settings(eng, "ss-a1").read_bytes())
+        kept = eng.service.facts(fb.id)[guid_fact("ss-a1")]
+        assert kept == {"masked": settings_xml.mask_guid(guid), "sha256": guid_hash(guid)}
+        eng.store.dispose()  # everything written to the file
+        stored = b"".join(p.read_bytes() for p in tmp_path.glob("bot.db*"))
+        assert guid.encode() not in stored and settings_xml.otp_from_guid(guid).encode() not in stored
+        assert eng.worker.one_time_passwords(fb.id, "B9")["ss-a1"] == settings_xml.otp_from_guid(guid)
+        # the ServerGuid changed on the host since B7 read it: no password from a GUID nobody checked
+        other = str(uuid.uuid4())
+        path = _ss_settings(eng, "ss-a1")
+        path.write_bytes(path.read_bytes().replace(guid.encode(), other.encode()))
+        with pytest.raises(ExecutionError, match="ServerGuid is now"):
+            eng.worker.one_time_passwords(fb.id, "B9")
+
+
+def test_the_migration_masks_server_guids_already_in_runs_facts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Store(url, migrate=False)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        alembic_command.upgrade(cfg, "0003")
+    guid = "{3F2504E0-4F89-11D3-9A0C-0305E82C3301}"
+    with old.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (id, number, platform, direction, site, partner, scope, storage, rebuilt, state,"
+                " initiator, channel, facts, created_at) VALUES ('FB-1', 1, 'p', 'failback', 'site-a', 'site-b',"
+                " 'all', '', 0, 'active', 'U0ALICE', '', :facts, '2026-12-01 00:00:00')"
+            ),
+            {"facts": json.dumps({"guid:as-a": guid, "outcome:B4": "matched"})},
+        )
+    old.dispose()
+    store = Store(url)
+    try:
+        facts = json.loads(store.engine.connect().execute(sa.text("SELECT facts FROM runs")).scalar_one())
+        assert facts == {
+            "guid:as-a": {"masked": "********-****-****-****-0305e82c3301", "sha256": guid_hash(guid)},
+            "outcome:B4": "matched",
+        }
+    finally:
+        store.dispose()
+
+
+# ---------------------------------------------------------------- finding 5: a keyed audit chain
+
+
+def _keyed_store(path: Path, current: str = "k1", **keys: bytes) -> Store:
+    store = Store(f"sqlite:///{path}")
+    store.audit_keys.use(current, keys or {"k1": b"k1-secret-from-the-environment"})
+    return store
+
+
+def _fill(store: Store, run_id: str = "FO-1", n: int = 6) -> None:
+    for i in range(n):
+        audit.record(store, run_id, f"U{i}", "approval", step_id=f"F{i}", detail={"n": i})
+
+
+def _check(store: Store, run_id: str = "FO-1") -> audit.ChainCheck:
+    with store.read_session() as s:
+        return audit.check_run(s, run_id)
+
+
+def _reseal(store: Store, run_id: str, *, drop_from: int | None = None, actor: str | None = None) -> None:
+    """What someone with write access to the database (and no key) does: edit, then recompute the SHA-256 chain."""
+    with store.session() as s:
+        if drop_from is not None:
+            s.execute(sa.delete(AuditEvent).where(AuditEvent.run_id == run_id, AuditEvent.seq >= drop_from))
+        if actor is not None:
+            s.execute(sa.update(AuditEvent).where(AuditEvent.run_id == run_id, AuditEvent.seq == 2).values(actor=actor))
+        prev = audit.GENESIS
+        for ev in audit.events_of(s, run_id):
+            ev.prev_hash = prev
+            ev.hash = audit._digest(prev, ev.seq, ev.at, ev.actor, ev.event, ev.step_id, ev.target, ev.detail)
+            ev.key_id = None
+            prev = ev.hash
+        s.execute(sa.delete(AuditHead).where(AuditHead.run_id == run_id))
+
+
+def test_deleting_the_newest_events_and_the_head_is_detected(tmp_path: Path) -> None:
+    """Reproduced: deleting the last 3 events and the audit_heads row still gave "chain intact"."""
+    store = _keyed_store(tmp_path / "a.db")
+    try:
+        _fill(store)
+        assert _check(store).intact and _check(store).keyed
+        with store.session() as s:
+            s.execute(sa.delete(AuditEvent).where(AuditEvent.seq >= 4))
+            s.execute(sa.delete(AuditHead))
+        check = _check(store)
+        assert not check.intact and any("head is missing" in p for p in check.problems)
+    finally:
+        store.dispose()
+
+
+def test_rewriting_an_actor_and_resealing_without_the_key_is_detected(tmp_path: Path) -> None:
+    """Reproduced: rewriting an actor and re-hashing gave "chain intact"."""
+    store = _keyed_store(tmp_path / "a.db")
+    try:
+        _fill(store)
+        with store.session() as s:  # the forger keeps key ids and recomputes with a key they guess
+            s.execute(sa.update(AuditEvent).where(AuditEvent.seq == 2).values(actor="U0MALLORY"))
+            prev = audit.GENESIS
+            for ev in audit.events_of(s, "FO-1"):
+                ev.prev_hash = prev
+                ev.hash = audit._digest(
+                    prev, ev.seq, ev.at, ev.actor, ev.event, ev.step_id, ev.target, ev.detail, ev.key_id, b"guess"
+                )
+                prev = ev.hash
+            s.execute(sa.update(AuditHead).values(hash=prev))
+        assert not _check(store).intact
+        _reseal(store, "FO-1", actor="U0MALLORY")  # or drops the keys and the head: an unkeyed chain, no head
+        check = _check(store)
+        assert not check.intact and not check.keyed
+    finally:
+        store.dispose()
+
+
+def test_a_key_change_keeps_old_chains_checkable(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = _keyed_store(path, "2026a", **{"2026a": b"old key"})
+    try:
+        _fill(store, "FO-1")
+    finally:
+        store.dispose()
+    store = _keyed_store(path, "2026b", **{"2026a": b"old key", "2026b": b"new key"})  # rotated
+    try:
+        _fill(store, "FO-2")
+        _fill(store, "FO-1", n=2)  # an old chain goes on with the new key
+        for run_id in ("FO-1", "FO-2"):
+            check = _check(store, run_id)
+            assert check.intact and check.keyed, check.problems
+        with store.read_session() as s:
+            assert {e.key_id for e in audit.events_of(s, "FO-1")} == {"2026a", "2026b"}
+        store.audit_keys.use("2026b", {"2026b": b"new key"})  # the old key withdrawn: said, not hidden
+        check = _check(store, "FO-1")
+        assert not check.intact and any("'2026a'" in p and "not available" in p for p in check.problems)
+    finally:
+        store.dispose()
+
+
+def test_without_a_key_serve_warns_and_report_says_not_keyed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bot.app import build_runtime
+    from bot.report import build_report
+
+    config = load_config(write_config(tmp_path / "cfg"))
+    assert config.audit_key_problem() is not None
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    try:
+        with caplog.at_level(logging.WARNING):
+            build_runtime(config, store=store, token="xoxb-test", signing_secret="s", api_url="http://127.0.0.1:9/api/")
+        assert "the audit log is not keyed" in caplog.text
+        _fill(store)
+        with store.session() as s:
+            s.add(
+                Run(
+                    id="FO-1", number=1, platform="p", direction="failover", site="site-a", partner="site-b",
+                    scope="all", storage="", rebuilt=False, state="active", initiator=ALICE, channel="",
+                    facts="{}", created_at=datetime.now(UTC),
+                )
+            )  # fmt: skip
+        assert "chain not keyed" in build_report(store, "FO-1").to_markdown()
+    finally:
+        store.dispose()
+
+
+def test_a_keyed_configuration_seals_and_the_end_of_a_run_posts_its_digest(tmp_path: Path) -> None:
+    os.environ["FAILOVER_TEST_AUDIT_KEY"] = "a-key-that-lives-outside-the-database"
+    try:
+        with engine(tmp_path, audit={"key_id": "k1", "keys": {"k1": "FAILOVER_TEST_AUDIT_KEY"}}) as eng:
+            assert eng.config.audit_key_problem() is None
+            eng.store.audit_keys.use(*eng.config.audit_keys())
+            eng.faults("as-a", refuse=True)
+            run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+            eng.service.abort(run.id, ALICE, "rehearsal over")
+            ended = eng.service.end_digest(run.id)
+            with eng.store.read_session() as s:
+                events = audit.events_of(s, run.id)
+                check = audit.check_run(s, run.id)
+            assert check.intact and check.keyed and all(e.key_id == "k1" for e in events)
+            last = [e for e in events if e.event == "run.aborted"][0]
+            assert ended == f"#{last.seq} {last.hash[:16]}"
+    finally:
+        del os.environ["FAILOVER_TEST_AUDIT_KEY"]
+
+
+# ---------------------------------------------------------------- finding 13 (audit and deliveries): bounded growth
+
+
+def test_long_error_texts_are_cut_visibly_in_the_audit_log_and_the_step(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        eng.faults("as-a", refuse=True)
+        run = eng.service.open_run("failover", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
+        eng.worker.advance(run.id)
+        eng.service.approve(run.id, "F1", BOB, **seen(eng.service, run.id, "F1"))
+        assert eng.service.claim(run.id, "F1")
+        huge = "Stop-Service : " + "x" * 1_000_000
+        eng.service.finish(run.id, "F1", ok=False, error=huge, execution={"error": huge})
+        sv = eng.service.view(run.id).step("F1")
+        assert len(sv.row.error or "") < 5000 and "truncated: 1000015 characters in all" in (sv.row.error or "")
+        with eng.store.read_session() as s:
+            events = audit.events_of(s, run.id)
+            assert audit.check_run(s, run.id).intact
+        assert max(len(e.detail) for e in events) < 20_000
+        assert any("truncated" in e.detail for e in events if e.event == "execution.finished")
+
+
+def test_a_flood_of_refused_commands_cannot_grow_the_run_less_chain(tmp_path: Path) -> None:
+    with engine(tmp_path) as eng:
+        recorded = [eng.service.refuse(None, "U0MALLORY", "/failover start", "operators only") for _ in range(300)]
+        assert recorded.count(True) == REFUSALS_PER_PERSON
+        assert eng.service.refuse(None, BOB, "/failover abort", "no active run")  # someone else is still heard
+        with eng.store.read_session() as s:
+            events = audit.events_of(s, "-")
+            assert audit.check_run(s, "-").intact
+        assert len(events) == REFUSALS_PER_PERSON + 1
+
+
+def test_processed_deliveries_are_forgotten_after_a_day(tmp_path: Path, fake_slack: FakeSlackApi) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
+    try:
+        now = datetime.now(UTC)
+        with store.session() as s:
+            s.add(ProcessedDelivery(key="click:old", created_at=now - timedelta(days=2)))
+            s.add(ProcessedDelivery(key="click:new", created_at=now - timedelta(minutes=5)))
+        bot = make_bot(store, fake_slack, make_config(tmp_path), Clock())
+        assert bot.reminders.forget_old_deliveries() == 1
+        with store.read_session() as s:
+            assert [d.key for d in s.scalars(sa.select(ProcessedDelivery))] == ["click:new"]
     finally:
         store.dispose()

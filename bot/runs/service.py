@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 PREFIX = {"failover": "FO", "failback": "FB"}
 WHOLE = ""  # target key of a step's own row (fan-out targets have their host name)
 POSTING = "posting:"  # message_ts while one process posts the step's message (followed by the claim time)
-MESSAGE_CLAIM_LEASE_S = 10.0
+MESSAGE_CLAIM_LEASE_S = 10.0  # a claim to post that old was left by a process that died
 REVEALS_PER_PERSON = 6  # one-time password reveals a person may ask for ...
-REVEAL_WINDOW_S = 15 * 60  # ... in this many seconds  # a claim to post that old was left by a process that died
+REVEAL_WINDOW_S = 15 * 60  # ... in this many seconds
+REFUSALS_PER_PERSON = 10  # refusals audited per person and chain ...
+REFUSAL_WINDOW_S = 60  # ... in this many seconds (the rest are logged, not audited)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,17 @@ class RunService:
                 )
             )
         return RunView(run=run, plan=plan, steps=views)
+
+    def end_digest(self, run_id: str) -> str:
+        """The audit chain's link that ended the run (completed or aborted) as "#seq digest", or ""."""
+        with self.store.read_session() as s:
+            ended = s.scalars(
+                sa.select(AuditEvent)
+                .where(AuditEvent.run_id == run_id, AuditEvent.event.in_(["run.completed", "run.aborted"]))
+                .order_by(AuditEvent.seq)
+                .limit(1)
+            ).first()
+        return f"#{ended.seq} {ended.hash[:16]}" if ended else ""
 
     def facts(self, run_id: str) -> dict[str, Any]:
         return dict(json.loads(self.get_run(run_id).facts or "{}"))
@@ -519,11 +532,30 @@ class RunService:
                 "changed); nothing changed. Use the newest message."
             )
 
-    def refuse(self, run_id: str | None, user: str, action: str, reason: str, step_id: str | None = None) -> None:
-        """Audit a refused request (every refusal is in the log)."""
-        audit.record(
-            self.store, run_id or "-", user, "refused", step_id=step_id, detail={"action": action, "reason": reason}
-        )
+    def refuse(self, run_id: str | None, user: str, action: str, reason: str, step_id: str | None = None) -> bool:
+        """Audit a refused request; False when it was not recorded.
+
+        Anyone in the channel can be refused, so refusals are rate-limited per person and chain
+        (``REFUSALS_PER_PERSON`` a minute): a flood of refused commands cannot grow the log without bound.
+        """
+        chain = run_id or "-"
+        since = utcnow() - timedelta(seconds=REFUSAL_WINDOW_S)
+        with self.store.read_session() as s:
+            recent = s.scalar(
+                sa.select(sa.func.count())
+                .select_from(AuditEvent)
+                .where(
+                    AuditEvent.run_id == chain,
+                    AuditEvent.actor == user,
+                    AuditEvent.event == "refused",
+                    AuditEvent.at >= since,
+                )
+            )
+        if (recent or 0) >= REFUSALS_PER_PERSON:
+            log.info("not auditing another refusal of %s by %s (%d in the last minute)", action, user, recent)
+            return False
+        audit.record(self.store, chain, user, "refused", step_id=step_id, detail={"action": action, "reason": reason})
+        return True
 
     @staticmethod
     def _insert_vote(s: Session, vote: Approval) -> bool:
@@ -1082,7 +1114,10 @@ class RunService:
                 target=target,
                 session=s,
                 detail=detail,
-                values={"result": json.dumps(audit.scrub(result or {}), sort_keys=True), "error": error},
+                values={
+                    "result": json.dumps(audit.cap(audit.scrub(result or {})), sort_keys=True),
+                    "error": audit.cap(audit.scrub(error)) if error else error,
+                },
             )
 
     def probe_resolved(self, run_id: str, step_id: str, target: str = WHOLE, *, evidence: str = "") -> None:

@@ -14,7 +14,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from actions import settings_xml
-from actions.registry import Outcome, StepContext, action_for, guid_fact, read_settings
+from actions.registry import (
+    Outcome,
+    StepContext,
+    action_for,
+    check_guid_unchanged,
+    guid_at_rest,
+    guid_fact,
+    read_settings,
+)
 from actions.storage_platform_db import StoragePlatformDb
 from bot.config import Host
 from bot.errors import ExecutionError, StateConflict, UsageError
@@ -494,6 +502,8 @@ class Worker:
 
     def _record(self, run_id: str, outcome: Outcome) -> None:
         for key, value in outcome.facts.items():
+            if key.startswith(guid_fact("")):  # a ServerGuid is a one-time password: never kept whole
+                value = guid_at_rest(str(value))
             self.service.record_fact(run_id, key, value)
 
     def one_time_passwords(self, run_id: str, step_id: str) -> dict[str, str]:
@@ -505,11 +515,10 @@ class Worker:
         ctx = self.context(view)
         hosts = [t.values["otp_host"] for t in step.targets if "otp_host" in t.values]
         out: dict[str, str] = {}
-        for name in dict.fromkeys(hosts):
-            guid = ctx.facts.get(guid_fact(name))
-            if not guid:
-                guid = settings_xml.read_server_guid(read_settings(ctx, ctx.host(name)).content)
-            out[name] = settings_xml.otp_from_guid(str(guid))
+        for name in dict.fromkeys(hosts):  # read from the host now: only masked GUIDs and hashes are kept
+            guid = settings_xml.read_server_guid(read_settings(ctx, ctx.host(name)).content)
+            check_guid_unchanged(name, guid, ctx.facts.get(guid_fact(name)))
+            out[name] = settings_xml.otp_from_guid(guid)
         return out
 
     # ------------------------------------------------------------------ after a crash

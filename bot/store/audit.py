@@ -1,8 +1,14 @@
-"""The append-only audit log: a hash chain per run, with secrets masked before anything is written."""
+"""The append-only audit log: a chain per run sealed with a keyed MAC, with secrets masked before anything is written.
+
+Each event's ``hash`` is HMAC-SHA256 over the event and the previous event's ``hash``, with the key named
+by the event's ``key_id`` (the keys are not in the database: see ``AuditKeys``). Without a key the seal is a
+plain SHA-256, which anyone who can write the database can recompute: such a chain is "not keyed".
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import random
 import re
@@ -17,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.store.db import Store, as_utc, changed_rows, utcnow
+from bot.store.keys import AuditKeys
 from bot.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -44,14 +51,42 @@ def canonical(detail: Mapping[str, Any]) -> str:
     return json.dumps(detail, sort_keys=True, separators=(",", ":"), default=str)
 
 
+MAX_TEXT = 4000  # characters of one string in an event's detail (host errors can be long); longer ones are cut
+
+
+def keys_of(session: Session) -> AuditKeys:
+    found = session.info.get("audit_keys")
+    return found if isinstance(found, AuditKeys) else AuditKeys()
+
+
 def _digest(
-    prev_hash: str, seq: int, at: datetime, actor: str, event: str, step_id: str | None, target: str | None, detail: str
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    event: str,
+    step_id: str | None,
+    target: str | None,
+    detail: str,
+    key_id: str | None = None,
+    key: bytes | None = None,
 ) -> str:
-    body = json.dumps(
-        [prev_hash, seq, as_utc(at).isoformat(), actor, event, step_id or "", target or "", detail],
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    fields: list[Any] = [prev_hash, seq, as_utc(at).isoformat(), actor, event, step_id or "", target or "", detail]
+    if key_id is None:
+        return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode("utf-8")).hexdigest()
+    body = json.dumps([*fields, key_id], separators=(",", ":")).encode("utf-8")
+    return hmac.new(key or b"", body, hashlib.sha256).hexdigest()
+
+
+def cap(value: Any, limit: int = MAX_TEXT) -> Any:
+    """A copy of ``value`` whose strings are at most ``limit`` characters, cut visibly."""
+    if isinstance(value, Mapping):
+        return {k: cap(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [cap(v, limit) for v in value]
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"… [truncated: {len(value)} characters in all]"
+    return value
 
 
 def append(
@@ -76,7 +111,9 @@ def append(
     ).scalar_one_or_none()
     seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
     at = utcnow()
-    text = canonical(scrub(dict(detail or {})))
+    text = canonical(cap(scrub(dict(detail or {}))))
+    keys = keys_of(session)
+    key_id = keys.current if keys.keyed else None
     row = AuditEvent(
         run_id=run_id,
         seq=seq,
@@ -87,7 +124,8 @@ def append(
         target=target,
         detail=text,
         prev_hash=prev,
-        hash=_digest(prev, seq, at, actor, event, step_id, target, text),
+        key_id=key_id,
+        hash=_digest(prev, seq, at, actor, event, step_id, target, text, key_id, keys.keys.get(key_id or "")),
     )
     session.add(row)
     # Compare-and-set on the chain head: of two writers that read the same tail, one loses here.
@@ -123,31 +161,52 @@ def record(store: Store, run_id: str, actor: str, event: str, **kwargs: Any) -> 
 class ChainCheck:
     intact: bool
     problems: tuple[str, ...]
+    keyed: bool = False  # every event is sealed with a key (else anyone who can write the database could re-seal)
 
 
-def verify(events: list[AuditEvent], head: AuditHead | None = None) -> ChainCheck:
-    """Check the chain of one run's events (ordered by seq): every link, every hash, and the head."""
+def verify(events: list[AuditEvent], head: AuditHead | None = None, keys: AuditKeys | None = None) -> ChainCheck:
+    """Check the chain of one run's events (ordered by seq): every link, every seal, and the head.
+
+    A chain with events but no head is broken (the head is what shows that the newest events are all
+    there); so is an unkeyed event after a keyed one (a re-sealed tail), and an event whose key is unknown
+    cannot be checked.
+    """
+    keys = keys or AuditKeys()
     problems: list[str] = []
     prev = GENESIS
     expected_seq = 1
+    keyed_seen = False
     for ev in events:
         if ev.seq != expected_seq:
             problems.append(f"event #{expected_seq} is missing or out of order (found #{ev.seq})")
             expected_seq = ev.seq
         if ev.prev_hash != prev:
             problems.append(f"event #{ev.seq} does not follow the event before it (chain broken)")
-        digest = _digest(ev.prev_hash, ev.seq, ev.at, ev.actor, ev.event, ev.step_id, ev.target, ev.detail)
-        if digest != ev.hash:
-            problems.append(f"event #{ev.seq} ({ev.event}) was altered after it was written")
+        if ev.key_id is None and keyed_seen:
+            problems.append(f"event #{ev.seq} is not sealed with a key although the events before it are")
+        if ev.key_id is not None:
+            keyed_seen = True
+        key = keys.keys.get(ev.key_id) if ev.key_id is not None else None
+        if ev.key_id is not None and key is None:
+            problems.append(f"event #{ev.seq} is sealed with key {ev.key_id!r}, which is not available to check it")
+        else:
+            digest = _digest(
+                ev.prev_hash, ev.seq, ev.at, ev.actor, ev.event, ev.step_id, ev.target, ev.detail, ev.key_id, key
+            )
+            if not hmac.compare_digest(digest, ev.hash):
+                problems.append(f"event #{ev.seq} ({ev.event}) was altered after it was written")
         prev = ev.hash
         expected_seq += 1
+    if events and head is None:
+        problems.append("the chain's head is missing (its newest events may have been removed)")
     if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
         problems.append(f"the log ends at event #{expected_seq - 1} but #{head.seq} was written (events removed)")
-    return ChainCheck(intact=not problems, problems=tuple(problems))
+    keyed = bool(events) and all(ev.key_id is not None for ev in events)
+    return ChainCheck(intact=not problems, problems=tuple(problems), keyed=keyed)
 
 
 def check_run(session: Session, run_id: str) -> ChainCheck:
-    return verify(events_of(session, run_id), session.get(AuditHead, run_id))
+    return verify(events_of(session, run_id), session.get(AuditHead, run_id), keys_of(session))
 
 
 def events_of(session: Session, run_id: str) -> list[AuditEvent]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from bot.store.keys import AuditKeys
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 7_411_002  # PostgreSQL advisory lock id serialising concurrent upgrades
@@ -34,6 +37,26 @@ def normalise_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def _private_sqlite_file(url: str) -> None:
+    """The SQLite file holds run state and the audit log: readable by its owner only (0600).
+
+    Created so before SQLite opens it; SQLite gives its -wal and -shm files the database file's mode.
+    An existing file (and its -wal/-shm) readable by others is tightened.
+    """
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            mode = os.stat(name).st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(name, 0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -93,12 +116,17 @@ class MissingDatabase(Exception):
 class Store:
     """Owns the engine; hands out one session per unit of work (never shared across threads)."""
 
-    def __init__(self, url: str, *, migrate: bool = True, read_only: bool = False) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, read_only: bool = False, audit_keys: AuditKeys | None = None
+    ) -> None:
         self.url = normalise_url(url)
         self.read_only = read_only
+        self.audit_keys = audit_keys or AuditKeys()  # every session's audit events are sealed with these
         kwargs: dict[str, Any] = {"future": True}
         engine_url = self.url
         if self.url.startswith("sqlite"):
+            if not read_only:  # a reader creates no file
+                _private_sqlite_file(self.url)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
             if read_only:
                 engine_url = _sqlite_read_only_url(self.url)
@@ -112,8 +140,11 @@ class Store:
             # BEGIN IMMEDIATE: a unit of work that reads then writes holds the write lock from its
             # start, so two of them cannot both read the same state and then both write.
             event.listen(self.engine, "begin", _sqlite_begin)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine.execution_options(read_only=True), expire_on_commit=False)
+        info = {"audit_keys": self.audit_keys}
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(read_only=True), expire_on_commit=False, info=info
+        )
         if migrate and not read_only:
             self.migrate()
 

@@ -115,7 +115,8 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(100), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="{}")  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256 with key ``key_id`` (SHA-256 when not keyed)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_audit_run_seq"),)
 
