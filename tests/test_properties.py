@@ -227,31 +227,42 @@ class RunMachine(RuleBasedStateMachine):
         self.open_run(start, initiator)
 
     _click_args = {
-        "user": st.sampled_from(PEOPLE),
-        "stale": st.sampled_from([0, 0, 0, 1, 2, 3]),  # mostly the newest message
+        "user": st.sampled_from(PEOPLE + APPROVERS),  # approvers more often than not
         "reason": st.sampled_from(["done by hand", "", "   "]),
         "choice_index": st.integers(min_value=0, max_value=2),
     }
 
     @rule(**_click_args)
-    def approve(self, user: str, stale: int, reason: str, choice_index: int) -> None:
+    def approve(self, user: str, reason: str, choice_index: int) -> None:
+        self.click(user, "approve", 0, reason, choice_index)
+
+    @rule(**_click_args)
+    def done(self, user: str, reason: str, choice_index: int) -> None:
+        self.click(user, "done", 0, reason, choice_index)
+
+    @rule(**_click_args)
+    def mark_done(self, user: str, reason: str, choice_index: int) -> None:
+        self.click(user, "mark_done", 0, reason, choice_index)
+
+    @rule(**_click_args)
+    def skip(self, user: str, reason: str, choice_index: int) -> None:
+        self.click(user, "skip", 0, reason, choice_index)
+
+    @rule(**_click_args)
+    def retry(self, user: str, reason: str, choice_index: int) -> None:
+        self.click(user, "retry", 0, reason, choice_index)
+
+    @rule(**_click_args, stale=st.integers(min_value=1, max_value=3))
+    def approve_on_an_older_message(self, user: str, reason: str, choice_index: int, stale: int) -> None:
         self.click(user, "approve", stale, reason, choice_index)
 
-    @rule(**_click_args)
-    def done(self, user: str, stale: int, reason: str, choice_index: int) -> None:
-        self.click(user, "done", stale, reason, choice_index)
-
-    @rule(**_click_args)
-    def mark_done(self, user: str, stale: int, reason: str, choice_index: int) -> None:
-        self.click(user, "mark_done", stale, reason, choice_index)
-
-    @rule(**_click_args)
-    def skip(self, user: str, stale: int, reason: str, choice_index: int) -> None:
-        self.click(user, "skip", stale, reason, choice_index)
-
-    @rule(**_click_args)
-    def retry(self, user: str, stale: int, reason: str, choice_index: int) -> None:
-        self.click(user, "retry", stale, reason, choice_index)
+    @rule(
+        **_click_args,
+        stale=st.integers(min_value=1, max_value=3),
+        button=st.sampled_from(["done", "mark_done", "skip", "retry"]),
+    )
+    def click_on_an_older_message(self, user: str, reason: str, choice_index: int, stale: int, button: str) -> None:
+        self.click(user, button, stale, reason, choice_index)
 
     def click(self, user: str, button: str, stale: int, reason: str, choice_index: int) -> None:
         """A person clicks a button on the newest message (stale=0) or on one they saw earlier."""
@@ -260,7 +271,10 @@ class RunMachine(RuleBasedStateMachine):
         if cur is None:
             return
         older = [c for c in self.cards if c != self._card(cur)]
-        if stale and older:
+        same_step = [c for c in older if c["step"] == cur.step.id]  # an earlier round of this very step
+        if stale == 1 and same_step:
+            card = dict(same_step[-1])
+        elif stale and older:
             card = dict(older[-min(stale, len(older))])
         else:
             card = self._card(cur)
