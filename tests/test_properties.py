@@ -461,7 +461,7 @@ def test_run_service_rules_hold_under_random_clicks_on_sqlite(tmp_path: Path, sl
             type(self).url = f"sqlite:///{db}"
             super().__init__()
 
-    _run_machine_class(Fresh, tmp_path, slack, max_examples=settings.default.max_examples, stateful_step_count=30)
+    _run_machine_class(Fresh, tmp_path, slack, max_examples=_examples(8), stateful_step_count=30)
 
 
 @pytest.mark.postgres
@@ -481,14 +481,17 @@ def test_run_service_rules_hold_under_random_clicks_on_postgresql(tmp_path: Path
             super().__init__()
 
     try:
-        _run_machine_class(
-            Fresh, tmp_path, slack, max_examples=max(3, settings.default.max_examples // 4), stateful_step_count=20
-        )
+        _run_machine_class(Fresh, tmp_path, slack, max_examples=_examples(32), stateful_step_count=20)
     finally:
         with admin.begin() as conn:
             for schema in schemas:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+def _examples(per: int) -> int:
+    """Examples of a whole run each: an eighth (PostgreSQL: a 32nd) of the profile's, so `ci` (100) gives 12 and 3."""
+    return max(3, -(-settings.default.max_examples // per))
 
 
 def _run_machine_class(cls: type[RunMachine], tmp_path: Path, slack: FakeSlackApi, **hypothesis_settings: Any) -> None:
