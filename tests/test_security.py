@@ -32,7 +32,7 @@ from bot.errors import ExecutionError, PermissionDenied, StateConflict
 from bot.runs.machine import StepState
 from bot.runs.service import REFUSALS_PER_PERSON, REVEALS_PER_PERSON
 from bot.runs.worker import Worker
-from bot.sandbox.slack_api import FakeSlackApi
+from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from bot.store import audit
 from bot.store.db import MIGRATIONS, Store
 from bot.store.models import AuditEvent, AuditHead, ProcessedDelivery, Run
@@ -653,8 +653,9 @@ def test_without_a_key_serve_warns_and_report_says_not_keyed(tmp_path: Path, cap
     assert config.audit_key_problem() is not None
     store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
     try:
-        with caplog.at_level(logging.WARNING):
-            build_runtime(config, store=store, token="xoxb-test", signing_secret="s", api_url="http://127.0.0.1:9/api/")
+        with FakeSlackApi() as fake, caplog.at_level(logging.WARNING):
+            runtime = build_runtime(config, store=store, token=DEFAULT_TOKEN, signing_secret="s", api_url=fake.api_url)
+            runtime.close()
         assert "the audit log is not keyed" in caplog.text
         _fill(store)
         with store.session() as s:
