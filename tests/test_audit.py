@@ -93,3 +93,31 @@ def test_concurrent_writers_do_not_fork_the_chain(store: Store) -> None:
         events = audit.events_of(s, "FO-1")
     assert [e.seq for e in events] == list(range(1, 41))
     assert _check(store).intact
+
+
+def test_a_chain_read_while_another_process_appends_is_intact(store: Store) -> None:
+    """An event committed between the reader's events query and its head query is not "events removed"
+    (seen under load in test_replicas on PostgreSQL, where each statement sees the newest commits)."""
+    from sqlalchemy import event as sa_event
+    from sqlalchemy.orm import ORMExecuteState
+
+    from bot.store.models import AuditEvent
+
+    _fill(store, 3)
+    appended: list[bool] = []
+
+    def events_then_another_writer(state: ORMExecuteState):  # type: ignore[no-untyped-def]
+        if appended or AuditEvent.__table__ not in state.statement.get_final_froms():
+            return None
+        result = state.invoke_statement()  # the reader's events query runs first ...
+        writer = threading.Thread(target=audit.record, args=(store, "FO-1", "U9", "click"))
+        writer.start()  # ... then another process appends and commits one more event
+        writer.join(10)
+        appended.append(True)
+        return result
+
+    with store.session() as s:
+        sa_event.listen(s, "do_orm_execute", events_then_another_writer)
+        check = audit.check_run(s, "FO-1")
+    assert appended == [True]
+    assert check.intact, check.problems

@@ -206,7 +206,27 @@ def verify(events: list[AuditEvent], head: AuditHead | None = None, keys: AuditK
 
 
 def check_run(session: Session, run_id: str) -> ChainCheck:
-    return verify(events_of(session, run_id), session.get(AuditHead, run_id), keys_of(session))
+    """Verify ``run_id``'s chain as of one moment, even while another process is still writing it.
+
+    Under READ COMMITTED (PostgreSQL) each statement sees the newest commits: an event added between reading
+    the events and reading the head would look like "events removed". So the head is read before and after
+    the events, and the read is repeated until no event was added in between.
+    """
+    head = _head_now(session, run_id)
+    for _ in range(20):
+        events = events_of(session, run_id)
+        after = _head_now(session, run_id)
+        if after == head:
+            break
+        head = after
+    stored = AuditHead(run_id=run_id, seq=head[0], hash=head[1]) if head else None  # a copy, never flushed
+    return verify(events, stored, keys_of(session))
+
+
+def _head_now(session: Session, run_id: str) -> tuple[int, str] | None:
+    """The stored head (sequence number, hash) as the database has it now, not the session's cached copy."""
+    row = session.execute(sa.select(AuditHead.seq, AuditHead.hash).where(AuditHead.run_id == run_id)).first()
+    return (row[0], row[1]) if row else None
 
 
 def events_of(session: Session, run_id: str) -> list[AuditEvent]:
