@@ -488,3 +488,28 @@ def test_a_host_answering_as_another_server_is_drift(watched: Watched) -> None:
     path.write_bytes(original)
     [back] = w.round()
     assert "recovered" in back.text and "*ms-b1* identity" in back.text
+
+
+def test_home_says_a_step_waits_on_you_only_if_you_may_and_have_not_approved(tmp_path: Path) -> None:
+    from bot.listeners.home import waiting_on_you
+    from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
+
+    with engine(tmp_path) as eng:
+        for host in ("as-a", "ss-a1", "ss-a2"):
+            eng.faults(host, refuse=True)
+        drive(eng, eng.service.open_run("failover", "site-a", [], ALICE).id)
+        for host in ("as-a", "ss-a1", "ss-a2"):
+            eng.faults(host)
+        fb = eng.service.open_run("failback", "site-a", [], ALICE).id
+        drive(eng, fb, stop_at="B11")
+        settings = eng.config.slack
+
+        def waits_on(user: str) -> bool:
+            return waiting_on_you(settings, eng.service.view(fb), user, None)
+
+        assert eng.service.view(fb).current.step.id == "B11"  # type: ignore[union-attr]  # a delete: 2 approvers
+        assert waits_on(BOB) and waits_on(CAROL)
+        assert not waits_on(ALICE)  # she started the run: not one of a delete's approvers
+        assert not waits_on("U0DAVE")  # not an approver
+        eng.service.approve(fb, "B11", BOB, **seen(eng.service, fb, "B11"))  # type: ignore[arg-type]
+        assert not waits_on(BOB) and waits_on(CAROL)  # Bob already approved: 1 of 2

@@ -13,9 +13,11 @@ from slack_sdk.errors import SlackApiError
 
 from bot.blocks.cards import direction_title, duration, waiting_on
 from bot.blocks.home import ActiveBox, HostLine, RecentRun, SiteBox, home_view
+from bot.config import SlackSettings
 from bot.listeners.common import BotContext
 from bot.runs import policy
-from bot.runs.machine import StepState
+from bot.runs.machine import RunState, StepState
+from bot.runs.service import RunView
 from bot.store.db import as_utc, utcnow
 from bot.store.models import Run
 
@@ -53,15 +55,24 @@ def build_home(ctx: BotContext, user: str, now: datetime) -> dict[str, Any]:
                 since=as_utc(cur.row.posted_at or cur.row.updated_at),
                 left=ctx.presenter.left(view),
             )
-            if policy.is_approver(ctx.config.slack, user, ctx.service.group_members) and _waits_on_approvers(cur):
+            if waiting_on_you(ctx.config.slack, view, user, ctx.service.group_members):
                 for_you.append(f"{active_run.id} step {cur.step.id} ({cur.step.title}): {waiting_on(cur)}")
     return home_view(_sites(ctx), active, _recent(ctx), for_you, now=now)
 
 
-def _waits_on_approvers(cur: Any) -> bool:
+def waiting_on_you(
+    settings: SlackSettings, view: RunView, user: str, group_members: policy.GroupMembers | None
+) -> bool:
+    """True when the run's current step waits on an approval (or a Retry) that ``user`` may give and has not."""
+    cur = view.current
+    if cur is None or view.run.state != RunState.ACTIVE or not policy.is_approver(settings, user, group_members):
+        return False
     if cur.state in (StepState.FAILED, StepState.UNKNOWN):
         return True
-    return bool(cur.state == StepState.AWAITING_APPROVAL and cur.needed > len(cur.approvers))
+    if cur.state != StepState.AWAITING_APPROVAL or cur.needed <= len(cur.approvers) or user in cur.approvers:
+        return False
+    initiator_barred = user == view.run.initiator and not settings.initiator_may_approve_destructive
+    return not (cur.step.risk == "destructive" and initiator_barred)
 
 
 def _sites(ctx: BotContext) -> list[SiteBox]:
