@@ -134,3 +134,16 @@ def test_not_in_channel(fake: FakeSlackApi, client: WebClient) -> None:
     with pytest.raises(SlackApiError) as err:
         client.chat_postMessage(channel="C0ELSEWHERE", text="hello")
     assert err.value.response["error"] == "not_in_channel"
+
+
+def test_radio_and_checkbox_options_keep_slacks_75_character_limits() -> None:
+    def radio(text: str, description: str | None = None) -> list[dict[str, Any]]:
+        option: dict[str, Any] = {"text": {"type": "plain_text", "text": text}, "value": "v"}
+        if description is not None:
+            option["description"] = {"type": "plain_text", "text": description}
+        element = {"type": "radio_buttons", "action_id": "a", "options": [option]}
+        return [{"type": "input", "block_id": "b", "label": {"type": "plain_text", "text": "L"}, "element": element}]
+
+    assert block_problems(radio("ok", "fine"), surface="modal") == []
+    assert "option text longer than 75" in " ".join(block_problems(radio("x" * 76), surface="modal"))
+    assert "option description longer than 75" in " ".join(block_problems(radio("ok", "y" * 76), surface="modal"))

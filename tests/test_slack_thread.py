@@ -295,3 +295,31 @@ def test_abort_from_the_status_card_menu_asks_an_operator_for_a_reason(tmp_path:
         rh.wait_until("the card says so", lambda: "aborted" in json.dumps(rh.thread(fo)[0].blocks))
         rh.wait_until("the broadcast", lambda: any("aborted:" in m.text for m in rh.thread(fo)))
         assert "<!channel>" not in json.dumps([(m.text, m.blocks) for m in rh.thread(fo)])  # escaped: pings nobody
+
+
+def test_mark_done_on_b4_asks_in_the_modal_whether_the_row_was_edited_by_hand(rh: Rehearsal) -> None:
+    """Issue 9 item 7 in Slack: B4's Mark done modal asks "edited by hand" (B4b not needed) or "not done"
+    (B4b needed); without the question the service refuses every Mark done of B4."""
+    rh.faults("as-a", refuse=True)
+    fo = rh.start(ALICE, "start site-a scope=account")
+    assert rh.run_through(fo, initiator=ALICE, approvers=(BOB, CAROL)).run.state == "completed"
+    rh.faults("as-a")
+    fb = rh.start(ALICE, "failback site-a scope=account")
+    _walk_to(rh, fb, "B4")
+    b4 = rh.message_of(fb, "B4")
+    bob = rh.person(BOB)
+    option = next(o for o in menu_options(b4.blocks) if ButtonRef.decode(o.value).extra == "mark_done")
+    bob.choose(b4, option.action_id, option.value)
+    modal = rh.slack.view_for_trigger(bob.last_trigger_id or "")
+    assert modal is not None and modal.callback_id == "modal_mark_done"
+    choice_block = next(b for b in modal.view["blocks"] if b.get("block_id") == str(BlockId.CHOICE))
+    assert choice_block["element"]["type"] == "radio_buttons" and not choice_block.get("optional")
+    assert [o["value"] for o in choice_block["element"]["options"]] == ["edited_by_hand", "not_done"]
+    with pytest.raises(FormIncomplete):  # Slack keeps the modal open until a choice is made
+        bob.submit_view(modal, {str(BlockId.REASON): "edited in SSMS"})
+    bob.submit_view(modal, {str(BlockId.REASON): "edited in SSMS", str(BlockId.CHOICE): "edited_by_hand"})
+    _ephemeral(rh, BOB, "Mark done recorded (1 of 2)")
+    rh.click(CAROL, fb, "B4", ActionId.MARK_DONE, reason="row checked", form={str(BlockId.CHOICE): "edited_by_hand"})
+    rh.wait_until("B4 marked done", lambda: rh.service.view(fb).step("B4").state == StepState.MARKED_DONE)
+    assert rh.service.facts(fb)["outcome:B4"] == "matched"
+    rh.wait_until("B4b not needed", lambda: rh.service.view(fb).step("B4b").state == StepState.SKIPPED)

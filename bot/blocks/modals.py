@@ -80,8 +80,40 @@ def override_modal(view: RunView, sv: StepView, kind: str) -> dict[str, Any]:
             f"Two approvers must mark it done ({have} of 2 so far)."
         )
         label = "What was done instead, and by whom?"
-    blocks = [section(intro), *_deletion_notice(sv), _reason_input(label, "required")]
+    blocks = [section(intro), *_deletion_notice(sv), *_mark_done_choice(sv, kind), _reason_input(label, "required")]
     return _modal(callback, title, submit, modal_ref(view, sv), blocks)
+
+
+# What Mark done asks on a step with ``mark_done_choices`` (B4: the row edited by hand, or not done at all).
+CHOICE_LABELS = {  # choice -> (option text, its description), each within Slack's 75 characters
+    "edited_by_hand": ("The row was edited by hand", "B4b (add the AccountServer in the Console) is not needed"),
+    "not_done": ("It was not done", "B4b adds the AccountServer in the Console instead"),
+}
+
+
+def mark_done_choices(sv: StepView) -> list[str]:
+    return [str(c) for c in (sv.step.params.get("mark_done_choices") or {})]
+
+
+def _mark_done_choice(sv: StepView, kind: str) -> list[dict[str, Any]]:
+    choices = mark_done_choices(sv) if kind != "skip" else []
+    if not choices:
+        return []
+    options = []
+    for choice in choices:
+        text, description = CHOICE_LABELS.get(choice, (choice.replace("_", " ").capitalize(), ""))
+        option: dict[str, Any] = {"text": _plain(text, 75), "value": choice}
+        if description:
+            option["description"] = _plain(description, 75)
+        options.append(option)
+    return [
+        {
+            "type": "input",
+            "block_id": str(BlockId.CHOICE),
+            "label": _plain("What happened to this step?", 2000),
+            "element": {"type": "radio_buttons", "action_id": str(InputId.CHOICE), "options": options},
+        }
+    ]
 
 
 def abort_modal(view: RunView, sv: StepView) -> dict[str, Any]:

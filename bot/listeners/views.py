@@ -30,6 +30,8 @@ def register(app: App, ctx: BotContext) -> None:
 def _input_errors(callback: CallbackId, values: dict[str, Any], step_records: bool) -> dict[str, str]:
     if callback in NEEDS_REASON and not str(values.get(str(BlockId.REASON)) or "").strip():
         return {str(BlockId.REASON): "A reason is required."}
+    if callback == CallbackId.MARK_DONE and str(BlockId.CHOICE) in values and not values[str(BlockId.CHOICE)]:
+        return {str(BlockId.CHOICE): "Choose what happened to this step."}
     if callback == CallbackId.DONE and step_records:
         groups = modals.parse_groups(values.get(str(BlockId.GROUPS)))
         none = "none" in (values.get(str(BlockId.NONE_DISABLED)) or [])
@@ -94,7 +96,8 @@ def _cast(
     reason = str(values.get(str(BlockId.REASON)) or "").strip()
     rnd, fp = ref.round, ref.fingerprint  # compared with the step's under its row lock
     if callback == CallbackId.MARK_DONE:
-        out = svc.vote_mark_done(ref.run_id, ref.step_id, user, reason, round=rnd, fingerprint=fp)
+        choice = values.get(str(BlockId.CHOICE))  # B4: edited by hand, or not done (decides B4b)
+        out = svc.vote_mark_done(ref.run_id, ref.step_id, user, reason, round=rnd, fingerprint=fp, choice=choice)
         if out.already:
             return f"You already marked {ref.step_id} done; a person counts once ({out.have} of {out.needed})."
         return (

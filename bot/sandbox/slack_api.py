@@ -244,6 +244,14 @@ def _element_problems(where: str, element: Any) -> list[str]:
         options = element.get("options")
         if not isinstance(options, list) or not 1 <= len(options) <= MAX_CHOICE_OPTIONS:
             problems.append(f"{where}: {kind} needs 1-{MAX_CHOICE_OPTIONS} options")
+        for option in options if isinstance(options, list) else []:
+            if not isinstance(option, dict) or not _plain(option.get("text")):
+                problems.append(f"{where}: an option needs text")
+                continue
+            if len(_plain(option["text"])) > MAX_OPTION_TEXT:
+                problems.append(f"{where}: option text longer than {MAX_OPTION_TEXT}")
+            if "description" in option and len(_plain(option["description"])) > MAX_OPTION_TEXT:
+                problems.append(f"{where}: option description longer than {MAX_OPTION_TEXT}")
     confirm = element.get("confirm")
     if isinstance(confirm, dict):
         if len(_plain(confirm.get("title"))) > MAX_CONFIRM_TITLE:
