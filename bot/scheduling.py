@@ -75,14 +75,15 @@ def waiting_since(sv: StepView) -> datetime:
     return as_utc(sv.row.updated_at)
 
 
-def mentions(settings: SlackSettings, view: RunView, sv: StepView) -> list[str]:
-    """The people who can move the step on: approvers (minus those who cannot or already did) and their groups."""
+def mentions(settings: SlackSettings, view: RunView, sv: StepView, *, groups: bool = True) -> list[str]:
+    """The people who can move the step on: approvers (minus those who cannot or already did), and with
+    ``groups`` their user groups (group mentions only at escalation: a reminder pings people, not teams)."""
     users = list(settings.approvers)
     if sv.step.risk == "destructive" and sv.state == StepState.AWAITING_APPROVAL:
         users = [u for u in users if u not in sv.approvers]
         if not settings.initiator_may_approve_destructive:
             users = [u for u in users if u != view.run.initiator]
-    return [f"<@{u}>" for u in users] + [f"<!subteam^{g}>" for g in settings.approver_groups]
+    return [f"<@{u}>" for u in users] + ([f"<!subteam^{g}>" for g in settings.approver_groups] if groups else [])
 
 
 def waited_for(title: str) -> str:
@@ -531,7 +532,7 @@ class Reminders:
             log.warning("not the scheduler leader; %s is left to the leader", job_id(kind, run_id, step_id, attempt))
             return None
         waited = self.clock() - waiting_since(sv)
-        people = mentions(self.settings, view, sv)
+        people = mentions(self.settings, view, sv, groups=False)
         if kind == "nudge":
             number = self.sent(run_id, step_id, attempt, Nag.NUDGE) + 1
             return self._send(view, sv, Nag.NUDGE, nudge_text(sv, waited), number, waited, [], broadcast=False)
@@ -539,8 +540,9 @@ class Reminders:
         if reminded >= self.settings.escalate_after_reminders and not self.sent(
             run_id, step_id, attempt, Nag.ESCALATION
         ):
-            text = escalation_text(view, sv, waited, reminded, people)
-            return self._send(view, sv, Nag.ESCALATION, text, 1, waited, people, broadcast=True)
+            everyone = mentions(self.settings, view, sv)  # the groups too, at escalation only
+            text = escalation_text(view, sv, waited, reminded, everyone)
+            return self._send(view, sv, Nag.ESCALATION, text, 1, waited, everyone, broadcast=True)
         text = reminder_text(reminded + 1, sv, waited, people)
         return self._send(view, sv, Nag.REMINDER, text, reminded + 1, waited, people, broadcast=False)
 

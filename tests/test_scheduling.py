@@ -28,7 +28,8 @@ from tests.support.platform import write_config
 
 CHANNEL = "C0INCIDENT"
 OPS_GROUP = "S0OPS"
-APPROVERS = f"<@{ALICE}> <@{BOB}> <@{CAROL}> <!subteam^{OPS_GROUP}>"
+PEOPLE = f"<@{ALICE}> <@{BOB}> <@{CAROL}>"
+APPROVERS = f"{PEOPLE} <!subteam^{OPS_GROUP}>"  # the groups are mentioned at escalation only
 T = TypeVar("T")
 
 
@@ -150,7 +151,7 @@ def test_reminder_is_due_after_the_step_waited_and_mentions_who_can_act(bot: Bot
     assert reminder.is_reply and not reminder.reply_broadcast  # in the incident thread, not the channel
     assert "Reminder 1" in reminder.text and "*F5*" in reminder.text
     assert "waited 10 min 0 s for a person to do this and press Done" in reminder.text
-    assert APPROVERS in reminder.text
+    assert PEOPLE in reminder.text and "subteam" not in reminder.text  # people, not their groups (issue 14 item 2)
     assert len(bot.slack.channel_messages(CHANNEL)) == 1  # only the status card shows in the channel
     # it repeats every remind_after_minutes
     assert bot.jobs() == {f"remind:{run_id}:F5:0": posted + timedelta(minutes=20)}
@@ -425,7 +426,7 @@ def test_the_running_bot_reminds_by_itself(store: Store, slack: FakeSlackApi, tm
             return [m for m in slack.thread(CHANNEL, thread_ts or "") if m.text.startswith("⏰")]
 
         [first, *_] = wait_until(reminded, timeout=15, what="a reminder in the incident thread")
-        assert "*F5*" in first.text and APPROVERS in first.text
+        assert "*F5*" in first.text and PEOPLE in first.text
         service.done(run.id, "F5", BOB, **seen(service, run.id, "F5"))
         runtime.context.worker.notify(run.id, "step F5 done")
         assert [j.id for j in runtime.reminders.scheduler.get_jobs()] == []
