@@ -223,6 +223,15 @@ def test_plan_in_slack_is_one_line_per_step_and_never_cut_off(rh: Rehearsal) -> 
     for step in ("B1", "B4b", "B11", "B25", "B28", "B36", "B37"):
         assert f"`{step}` " in text, step
     assert "*DELETE*" in text and "```" not in text
+    # ... and the full plan, every value and instruction, as a file in the channel (issue 14 item 5)
+    rh.wait_until("the full plan as a file", lambda: bool(rh.slack.files(CHANNEL)))
+    [upload] = rh.slack.files(CHANNEL)
+    assert upload.filename == "plan-failback-site-a.txt" and upload.content is not None
+    full = upload.content.decode("utf-8")
+    assert full.startswith("Failback to site-a") and "Settings.xml" in full
+    for step in ("B1", "B4b", "B11", "B25", "B28", "B36", "B37"):
+        assert f"{step} " in full, step
+    assert "DELETE" in full and "KEEP" in full
 
 
 def test_failback_delete_modals_withdraw_and_b25_groups_reach_b36_and_the_report(rh: Rehearsal) -> None:

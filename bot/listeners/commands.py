@@ -89,7 +89,7 @@ def handle(ctx: BotContext, body: dict[str, Any], respond: Respond) -> None:
     elif sub == "status":
         _status(ctx, args, respond)
     elif sub == "plan":
-        _plan(ctx, args, respond)
+        _plan(ctx, args, user, channel, respond)
     elif sub == "check":
         _check(ctx, args, respond)
     elif sub == "abort":
@@ -175,8 +175,8 @@ def _status(ctx: BotContext, args: list[str], respond: Respond) -> None:
     _reply(respond, status_text(view, utcnow(), link, ctx.presenter.left(view)))
 
 
-def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:
-    from bot.runs.runbook import resolve
+def _plan(ctx: BotContext, args: list[str], user: str, channel: str, respond: Respond) -> None:
+    from bot.runs.runbook import format_plan, resolve
 
     if len(args) < 2 or args[0] not in ("start", "failback"):
         raise UsageError("`/failover plan start|failback <site> [options]`")
@@ -192,6 +192,17 @@ def _plan(ctx: BotContext, args: list[str], respond: Respond) -> None:
         )
     for chunk in chunks:
         _reply(respond, chunk)
+    # The full plan (every value and instruction, as `failover-bot plan` prints it) as a file in the channel.
+    try:
+        ctx.presenter.client.files_upload_v2(
+            channel=channel,
+            content=format_plan(plan, ctx.config),
+            filename=f"plan-{args[0]}-{args[1]}.txt",
+            title=f"Plan: {direction} {args[1]}",
+            initial_comment=f"The full plan `/failover plan {escape_mrkdwn(' '.join(args))}`, asked for by <@{user}>",
+        )
+    except SlackApiError as exc:
+        _reply(respond, f"Slack refused the full plan as a file ({exc.response.get('error')}); the summary is above.")
 
 
 def _check(ctx: BotContext, args: list[str], respond: Respond) -> None:
