@@ -325,8 +325,11 @@ class ReadinessWatch:
                     )
                 )
             return True, now
-        except IntegrityError:
-            pass
+        except IntegrityError:  # already open (an earlier round, or another replica, inserted it)
+            return self._claim_again(f, now, repeat)
+
+    def _claim_again(self, f: Finding, now: datetime, repeat: timedelta) -> tuple[bool, datetime] | None:
+        """(False, since) when an open problem is due to be announced again; None when announced recently."""
         with self.store.session() as s:
             row = s.get(ReadinessProblem, f.key)
             if row is None:
