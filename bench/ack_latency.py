@@ -108,7 +108,7 @@ HEADER = f"{'request':<8}{'conc.':>6}{'samples':>9}{'p50 ms':>9}{'p99 ms':>9}{'m
 
 def capture(person: Any) -> Any:
     """A SlackPerson that signs and records its deliveries instead of posting them."""
-    from bot.sandbox.people import Response
+    from sandbox.people import Response
 
     captured: list[Request] = []
 
@@ -125,8 +125,8 @@ class Bench:
     def __init__(self, rh: Any, pipe: Connection, url: str) -> None:
         self.rh = rh
         self.pipe = pipe
-        from bot.sandbox.people import SlackPerson
-        from bot.sandbox.rehearsal import SIGNING_SECRET
+        from sandbox.people import SlackPerson
+        from sandbox.rehearsal import SIGNING_SECRET
 
         self.signers = {
             uid: capture(SlackPerson(uid, p.user_name, bot_url=url, signing_secret=SIGNING_SECRET, slack=rh.slack))
@@ -199,7 +199,7 @@ class Bench:
 
     def _message_with(self, run_id: str, step_id: str, action: str, value: str | None) -> tuple[Any, str]:
         """The step's card once it shows the button, and the button's action_id (``step_done:<choice>``)."""
-        from bot.sandbox.people import buttons
+        from sandbox.people import buttons
 
         deadline = time.monotonic() + 10
         while True:

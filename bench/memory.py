@@ -29,14 +29,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from actions.simulated import SimulatedPlatform  # noqa: E402
 from bench.platforms import site_hosts, write_platform  # noqa: E402
 from bot.app import build_runtime  # noqa: E402
 from bot.config import load_config  # noqa: E402
-from bot.sandbox.people import ButtonNotFound, SlackPerson  # noqa: E402
-from bot.sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET, Rehearsal  # noqa: E402
-from bot.sandbox.slack_api import FakeSlackApi  # noqa: E402
 from bot.store.db import Store  # noqa: E402
+from sandbox.people import ButtonNotFound, SlackPerson  # noqa: E402
+from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET, Rehearsal  # noqa: E402
+from sandbox.simulator import SimulatedPlatform  # noqa: E402
+from sandbox.slack_api import FakeSlackApi  # noqa: E402
 from tests.support.platform import free_port  # noqa: E402
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"

@@ -8,7 +8,7 @@ Windows hosts are other machines:
   ``FAILOVER_DB_URL`` (SQLite in a temporary directory), ``SLACK_API_URL`` (the Slack stand-in),
   WinRM credentials and the ODBC connection string of the simulated StoragePlatform database; its
   configuration sets ``slack.post_interval_s: 0`` (no pacing against the local stand-in);
-* the simulated platform (``actions.simulated.SimulatedPlatform``) in a spawned process of its own,
+* the simulated platform (``sandbox.simulator.SimulatedPlatform``) in a spawned process of its own,
   which also notes the arrival time and host of every WinRM request (and of every connection it
   refuses because the host is "down");
 * this process: the loopback Slack stand-in (``FakeSlackApi``) and the people, who read the run's state
@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 from bench.platforms import write_platform  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.runs.service import RunService  # noqa: E402
-from bot.sandbox.rehearsal import BOT_TOKEN, environment  # noqa: E402
-from bot.sandbox.slack_api import FakeSlackApi  # noqa: E402
 from bot.store import audit  # noqa: E402
 from bot.store.db import Store, as_utc  # noqa: E402
+from sandbox.rehearsal import BOT_TOKEN, environment  # noqa: E402
+from sandbox.slack_api import FakeSlackApi  # noqa: E402
 from tests.support.platform import TEST_WINRM_PASSWORD, TEST_WINRM_USER, free_port  # noqa: E402
 from tests.support.serve_process import ReplicaPerson, Served, ServeProcess, _bot_env  # noqa: E402
 
@@ -56,7 +56,7 @@ WinRMRequest = tuple[float, str, bool]  # (arrival, epoch seconds; host; refused
 
 def _platform_main(config_path: str, state_dir: str, conn: Connection) -> None:
     """Serve the simulated platform until told to stop (or until the benchmark process goes away)."""
-    from actions.simulated import SimulatedPlatform, endpoint
+    from sandbox.simulator import SimulatedPlatform, endpoint
 
     seen: list[WinRMRequest] = []  # list.append is atomic: no lock needed on the request threads
     do_post = endpoint._Handler.do_POST

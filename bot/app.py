@@ -15,6 +15,7 @@ from actions.winrm import WinRMExecutor
 from bot import config as cfg
 from bot.config import Config
 from bot.errors import ConfigError, ExecutionError
+from bot.hub import ChangeHub
 from bot.listeners import actions, commands, home, views
 from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter, StatusRefresher
@@ -136,12 +137,12 @@ def build_runtime(
     readiness = ReadinessWatch(service, presenter, is_leader=lambda: reminders.is_leader)
     reports = ReportPoster(service, client)
 
-    def notify(run_id: str, what: str) -> None:
-        presenter.sync(run_id, what)
-        reminders.refresh(run_id)  # remind about the step now waiting, forget the one that moved on
-        reports.after_change(run_id)  # a run that just ended gets its report in its thread, once
+    hub = ChangeHub()
+    hub.subscribe(presenter.sync)
+    hub.subscribe(lambda run_id, what: reminders.refresh(run_id))  # remind about the step now waiting
+    hub.subscribe(lambda run_id, what: reports.after_change(run_id))  # a run that just ended gets its report
 
-    worker = Worker(service, executor, notify=notify)
+    worker = Worker(service, executor, notify=hub.publish)
     ctx = BotContext(
         config=config,
         store=store,
@@ -150,7 +151,7 @@ def build_runtime(
         presenter=presenter,
         client=client,
         groups=groups,
-        on_change=notify,
+        on_change=hub.publish,
         readiness=readiness,
         reports=reports,
         read_executor=WinRMExecutor(),  # /failover check's own connections: never a step's host lock

@@ -226,7 +226,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from actions.simulated import serve_forever
+    from sandbox.simulator import serve_forever
 
     config = _config(args)
     config.check_env(winrm=True)
@@ -244,7 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.sandbox.demo import run_demo
+    from sandbox.demo import run_demo
 
     return run_demo(out=Path(args.out) if args.out else None, quiet=args.quiet)
 

@@ -9,9 +9,9 @@ from bot.blocks.cards import status_card, step_card
 from bot.config import load_config
 from bot.runs.runbook import RunOptions, resolve
 from bot.runs.service import RunView, StepView
-from bot.sandbox.slack_api import block_problems
 from bot.slack_ids import ActionId, ButtonRef
 from bot.store.models import Run, StepRun
+from sandbox.slack_api import block_problems
 from tests.conftest import EXAMPLE_CONFIG
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)

@@ -238,7 +238,7 @@ def test_report_reads_only_and_names_the_database_it_looked_at(tmp_path: Path) -
 
 
 def test_report_names_people_through_slack_when_it_has_a_token(tmp_path: Path) -> None:
-    from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
+    from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 
     db, run_id = _db_with_a_run(tmp_path)
     with FakeSlackApi(users={"U0ALICE": "alice"}) as slack:
@@ -306,8 +306,8 @@ def test_every_help_shows_an_example_and_the_environment_it_reads(command: str) 
 
 def test_demo_shows_no_info_lines(tmp_path: Path) -> None:
     from bot.config import load_config
-    from bot.sandbox.demo import EXAMPLE_CONFIG as DEMO_CONFIG
-    from bot.sandbox.demo import PortBusy, check_ports
+    from sandbox.demo import EXAMPLE_CONFIG as DEMO_CONFIG
+    from sandbox.demo import PortBusy, check_ports
 
     try:
         check_ports(load_config(DEMO_CONFIG))

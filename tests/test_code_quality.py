@@ -13,14 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is part of the test extra: scripts/setup --test"
-    proc = subprocess.run(
-        [ruff, "check", "bot", "actions", "tests", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    paths = ["bot", "actions", "sandbox", "tests", "bench"]
+    proc = subprocess.run([ruff, "check", *paths], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_mypy_is_clean() -> None:
     mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
     assert mypy, "mypy is part of the test extra: scripts/setup --test"
-    proc = subprocess.run([mypy, "bot", "actions"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([mypy, "bot", "actions", "sandbox"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

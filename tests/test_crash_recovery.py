@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bot.blocks.render import render_thread
 from bot.runs.machine import StepState
-from bot.sandbox.people import buttons, menu_options
 from bot.slack_ids import ActionId, ButtonRef
+from sandbox.people import buttons, menu_options
 from tests.support.serve_process import ROOT, Served, ServeProcess, served
 
 ALICE, BOB, CAROL, MALLORY = "U0ALICE", "U0BOB", "U0CAROL", "U0MALLORY"

@@ -13,8 +13,8 @@ import pytest
 from actions import settings_xml
 from bot.cli import main
 from bot.config import load_config
-from bot.sandbox import demo
-from bot.sandbox.demo import (
+from sandbox import demo
+from sandbox.demo import (
     EXAMPLE_CONFIG,
     Check,
     Demo,
@@ -24,7 +24,7 @@ from bot.sandbox.demo import (
     expected_failover_ops,
     run_demo,
 )
-from bot.sandbox.rehearsal import CHANNEL
+from sandbox.rehearsal import CHANNEL
 
 SPEC_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "spec" / "example-config.yml"
 

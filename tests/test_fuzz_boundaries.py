@@ -32,9 +32,9 @@ from actions import remote, settings_xml
 from actions.winrm import WinRMExecutor, clixml_to_text
 from bot.config import load_config
 from bot.errors import ConfigError, ExecutionError
-from bot.sandbox.people import SlackPerson
-from bot.sandbox.rehearsal import SIGNING_SECRET, Rehearsal, rehearsal
 from bot.slack_ids import ActionId
+from sandbox.people import SlackPerson
+from sandbox.rehearsal import SIGNING_SECRET, Rehearsal, rehearsal
 from tests.support.platform import EXAMPLE_CONFIG, write_config
 from tests.support.serve_process import ROOT
 

@@ -21,11 +21,11 @@ import yaml
 from winrm.exceptions import WinRMTransportError
 from winrm.protocol import Protocol
 
-from actions.simulated import SimulatedPlatform
-from actions.simulated.wsman import WSManService
 from actions.winrm import WinRMExecutor, clixml_to_text
 from bot.config import Host
 from bot.errors import RemoteOperationFailed
+from sandbox.simulator import SimulatedPlatform
+from sandbox.simulator.wsman import WSManService
 from tests.support.platform import running_platform, write_config
 
 DATA = Path(__file__).parent / "data"
@@ -140,7 +140,7 @@ def test_simulator_replies_have_the_structure_of_recorded_windows_replies(
 
 
 def test_max_envelope_size_defaults_match_the_recorded_configurations() -> None:
-    from actions.simulated.host_state import DEFAULT_MAX_ENVELOPE_KB
+    from sandbox.simulator.host_state import DEFAULT_MAX_ENVELOPE_KB
 
     sizes = {}
     for path in ENVELOPE_SIZE:

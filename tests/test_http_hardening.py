@@ -25,9 +25,9 @@ import pytest
 from bot.app import build_runtime
 from bot.config import load_config
 from bot.errors import ConfigError
-from bot.sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET
-from bot.sandbox.slack_api import FakeSlackApi
 from bot.store.db import Store
+from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET
+from sandbox.slack_api import FakeSlackApi
 from tests.support.platform import write_config
 from tests.support.serve_process import ROOT, Served, served
 

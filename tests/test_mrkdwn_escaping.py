@@ -10,8 +10,8 @@ import pytest
 from actions import registry
 from bot.blocks.text import escape_mrkdwn
 from bot.runs.machine import StepState
-from bot.sandbox.rehearsal import Rehearsal, rehearsal
 from bot.slack_ids import ActionId
+from sandbox.rehearsal import Rehearsal, rehearsal
 from tests.support.platform import write_config
 
 ALICE, BOB = "U0ALICE", "U0BOB"

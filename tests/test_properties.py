@@ -33,10 +33,10 @@ from bot.runs import policy
 from bot.runs.machine import StepState
 from bot.runs.service import WHOLE, RunService
 from bot.runs.worker import Worker, bot_executes
-from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from bot.store import audit
 from bot.store.db import Store, normalise_url
 from bot.store.models import Approval, AuditEvent, Run
+from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from tests.conftest import pg_url
 from tests.support.platform import write_config
 

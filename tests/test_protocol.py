@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from actions import protocol
-from actions.simulated.powershell import check_command_line
+from sandbox.simulator.powershell import check_command_line
 
 TYPICAL = {
     "service": "Attix5ProAccountServer",
@@ -59,8 +59,8 @@ def test_anything_else_on_the_command_line_is_refused() -> None:
 def test_the_simulated_platform_refuses_an_inline_script_that_is_no_operation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import winrm
 
-    from actions.simulated import read_operations
     from bot.config import load_config
+    from sandbox.simulator import read_operations
     from tests.support.platform import TEST_WINRM_PASSWORD, TEST_WINRM_USER, running_platform, write_config
 
     config_path = write_config(tmp_path / "cfg")

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from bot.runs.machine import StepState
-from bot.sandbox.rehearsal import rehearsal
 from bot.slack_ids import ActionId
+from sandbox.rehearsal import rehearsal
 from tests.support.platform import write_config
 
 ALICE, BOB = "U0ALICE", "U0BOB"

@@ -19,15 +19,15 @@ import sqlalchemy as sa
 from slack_sdk import WebClient
 
 from actions import settings_xml
-from actions.simulated import SimulatedPlatform
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 from bot.presenter import Presenter
 from bot.readiness.watch import ReadinessWatch
 from bot.runs.service import RunService
-from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi, Message
 from bot.store.db import Store
 from bot.store.models import ReadinessResult
+from sandbox.simulator import SimulatedPlatform
+from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi, Message
 from tests.support.platform import running_platform, write_config
 
 CHANNEL = "C0INCIDENT"

@@ -19,10 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from bot.runs.machine import StepState
-from bot.sandbox.people import SlackPerson
-from bot.sandbox.rehearsal import SIGNING_SECRET
 from bot.slack_ids import ActionId
 from bot.store import audit
+from sandbox.people import SlackPerson
+from sandbox.rehearsal import SIGNING_SECRET
 from tests.conftest import pg_url
 from tests.support.serve_process import Served, postgres_schema, served
 

@@ -20,11 +20,11 @@ from slack_sdk.errors import SlackApiError
 from bot.config import load_config
 from bot.report import build_report
 from bot.runs.service import RunService
-from bot.sandbox.rehearsal import Rehearsal, rehearsal
-from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from bot.slack_ids import ActionId
 from bot.store import audit
 from bot.store.db import Store
+from sandbox.rehearsal import Rehearsal, rehearsal
+from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from tests.conftest import EXAMPLE_CONFIG
 from tests.support.platform import write_config
 

@@ -22,7 +22,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
 from bot.blocks.render import DIVIDER, mrkdwn_to_text, render_blocks, render_message, render_thread
-from bot.sandbox import ButtonNotFound, FakeSlackApi, Message, SlackPerson
+from sandbox import ButtonNotFound, FakeSlackApi, Message, SlackPerson
 
 TOKEN = "xoxb-sandbox-token"
 SECRET = "sandbox-signing-secret"

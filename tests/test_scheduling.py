@@ -18,11 +18,11 @@ from bot.config import Config, load_config
 from bot.presenter import Presenter
 from bot.runs.machine import StepState
 from bot.runs.service import RunService
-from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi, Message
 from bot.scheduling import PostgresLease, Reminders, remind_approvers
 from bot.server import start_up
 from bot.store import audit
 from bot.store.db import Store, utcnow
+from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi, Message
 from tests.support.engine import ALICE, BOB, CAROL, seen
 from tests.support.platform import write_config
 

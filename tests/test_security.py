@@ -32,10 +32,10 @@ from bot.errors import ExecutionError, PermissionDenied, StateConflict
 from bot.runs.machine import StepState
 from bot.runs.service import REFUSALS_PER_PERSON, REVEALS_PER_PERSON
 from bot.runs.worker import Worker
-from bot.sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from bot.store import audit
 from bot.store.db import MIGRATIONS, Store
 from bot.store.models import AuditEvent, AuditHead, ProcessedDelivery, Run
+from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
 from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
 from tests.support.platform import write_config
 from tests.test_scheduling import Clock, make_bot, make_config, open_rebuilt_failback

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from bot.runs.machine import StepState
-from bot.sandbox.rehearsal import rehearsal
 from bot.slack_ids import ActionId
 from bot.store import audit
+from sandbox.rehearsal import rehearsal
 from tests.support.platform import write_config
 
 ALICE = "U0ALICE"

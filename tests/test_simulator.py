@@ -23,9 +23,9 @@ from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError
 from winrm.protocol import Protocol
 
 from actions import protocol
-from actions.simulated import SimulatedPlatform, read_operations
 from bot.config import load_config
 from bot.errors import ConfigError
+from sandbox.simulator import SimulatedPlatform, read_operations
 from tests.support.platform import running_platform, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -548,7 +548,7 @@ def test_serve_forever_prints_the_environment_and_stops_on_sigterm(tmp_path: Pat
     env = dict(os.environ, FAILOVER_WINRM_USER="u", FAILOVER_WINRM_PASSWORD="secret-value", PYTHONPATH=str(ROOT))
     code = (
         "import sys; from pathlib import Path; from bot.config import load_config; "
-        "from actions.simulated import serve_forever; "
+        "from sandbox.simulator import serve_forever; "
         "sys.exit(serve_forever(load_config(sys.argv[1]), Path(sys.argv[2])))"
     )
     proc = subprocess.Popen(

@@ -12,9 +12,9 @@ import yaml
 from bot.blocks.cards import status_card, step_card
 from bot.config import load_config
 from bot.runs.service import RunService
-from bot.sandbox.rehearsal import Rehearsal, rehearsal
-from bot.sandbox.slack_api import block_problems
 from bot.store.db import Store, utcnow
+from sandbox.rehearsal import Rehearsal, rehearsal
+from sandbox.slack_api import block_problems
 from tests.support.platform import free_port, write_config
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"

@@ -16,8 +16,8 @@ from actions import settings_xml
 from bot.blocks.render import render_blocks, render_thread
 from bot.report import build_report
 from bot.runs.machine import StepState
-from bot.sandbox.rehearsal import Rehearsal, rehearsal
 from bot.slack_ids import ActionId
+from sandbox.rehearsal import Rehearsal, rehearsal
 from tests.support.platform import write_config
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"

@@ -9,7 +9,7 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.sandbox.slack_api import FakeSlackApi, block_problems, view_problems
+from sandbox.slack_api import FakeSlackApi, block_problems, view_problems
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 from bot.blocks.render import render_blocks
 from bot.report import build_report
 from bot.runs.machine import StepState
-from bot.sandbox.people import FormIncomplete, menu_options
-from bot.sandbox.rehearsal import CHANNEL, Rehearsal, rehearsal
 from bot.slack_ids import ActionId, BlockId, ButtonRef
+from sandbox.people import FormIncomplete, menu_options
+from sandbox.rehearsal import CHANNEL, Rehearsal, rehearsal
 from tests.support.platform import write_config
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"

@@ -18,9 +18,9 @@ from slack_sdk.errors import SlackApiError
 from bot.config import load_config
 from bot.runs.machine import StepState
 from bot.runs.service import RunService
-from bot.sandbox.rehearsal import BOT_TOKEN
-from bot.sandbox.slack_api import FakeSlackApi
 from bot.store.db import Store
+from sandbox.rehearsal import BOT_TOKEN
+from sandbox.slack_api import FakeSlackApi
 from tests.support.platform import free_port, running_platform, write_config
 from tests.support.serve_process import ROOT, Served, _bot_env
 from tests.support.socket_mode import ACK_DEADLINE_S, SocketModeEndpoint, SocketPerson

@@ -17,9 +17,9 @@ import yaml
 from bot.app import build_runtime
 from bot.config import load_config
 from bot.errors import ConfigError
-from bot.sandbox.rehearsal import BOT_TOKEN
-from bot.sandbox.slack_api import FakeSlackApi
 from bot.store.db import Store
+from sandbox.rehearsal import BOT_TOKEN
+from sandbox.slack_api import FakeSlackApi
 from tests.support.platform import EXAMPLE_CONFIG, free_port
 from tests.support.serve_process import ServeProcess, _bot_env
 

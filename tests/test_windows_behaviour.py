@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from actions import remote
-from actions.simulated import SimulatedPlatform
 from actions.winrm import WinRMExecutor
 from bot.config import Host
 from bot.errors import RemoteOperationFailed
+from sandbox.simulator import SimulatedPlatform
 from tests.support.platform import running_platform, write_config
 
 AS = "Attix5ProAccountServer"

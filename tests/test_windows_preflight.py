@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from actions.preflight import CheckResult, probe_host
-from actions.simulated import SimulatedPlatform
 from actions.winrm import RequestCounter, WinRMExecutor
+from sandbox.simulator import SimulatedPlatform
 from tests.support.platform import running_platform, write_config
 
 

@@ -18,11 +18,11 @@ from winrm.exceptions import InvalidCredentialsError, WinRMTransportError
 from winrm.protocol import Protocol
 
 from actions import remote, winrm
-from actions.simulated import SimulatedPlatform, endpoint
-from actions.simulated.security import SimulatedCA
 from actions.winrm import RequestCounter, WinRMExecutor
 from bot.config import Host
 from bot.errors import AuthenticationFailed, HostUnreachable
+from sandbox.simulator import SimulatedPlatform, endpoint
+from sandbox.simulator.security import SimulatedCA
 from tests.support.platform import HTTPS_HOST, NTLM_HOST, running_platform, write_config
 
 SETTINGS_AS = r"C:\ProgramData\Attix5 Pro\AS_Service\Settings.xml"

@@ -21,11 +21,11 @@ from winrm.exceptions import WSManFaultError
 from winrm.protocol import Protocol
 
 from actions import protocol, remote
-from actions.simulated import SimulatedPlatform
-from actions.simulated.powershell import ProcessResult
-from actions.simulated.wsman import STREAM_PIECE, Command, _pieces
 from actions.winrm import STDIN_CHUNK, RequestCounter, WinRMExecutor, clixml_to_text
 from bot.errors import RemoteOperationFailed
+from sandbox.simulator import SimulatedPlatform
+from sandbox.simulator.powershell import ProcessResult
+from sandbox.simulator.wsman import STREAM_PIECE, Command, _pieces
 from tests.support.platform import running_platform, write_config
 
 AS = "Attix5ProAccountServer"

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from actions import remote
-from actions.simulated import SimulatedPlatform, read_operations
 from actions.winrm import RequestCounter, WinRMExecutor, clixml_to_text
 from bot.config import Config, Host, load_config
 from bot.errors import AuthenticationFailed, HostUnreachable, OperationTimedOut, RemoteOperationFailed
+from sandbox.simulator import SimulatedPlatform, read_operations
 from tests.support.platform import TEST_WINRM_PASSWORD, running_platform, write_config
 
 AS = "Attix5ProAccountServer"

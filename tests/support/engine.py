@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from actions.simulated import SimulatedPlatform
 from actions.winrm import WinRMExecutor
 from bot.config import Config, load_config
 from bot.runs.machine import StepState
 from bot.runs.service import RunService
 from bot.runs.worker import Worker, bot_executes
 from bot.store.db import Store
+from sandbox.simulator import SimulatedPlatform
 from tests.support.platform import running_platform, write_config
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from actions.simulated import SimulatedPlatform
 from bot.config import load_config
+from sandbox.simulator import SimulatedPlatform
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "spec" / "example-config.yml"
 TEST_WINRM_USER = "simulated-admin"

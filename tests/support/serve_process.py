@@ -30,11 +30,11 @@ import sqlalchemy as sa
 
 from bot.config import load_config
 from bot.runs.service import RunService
-from bot.sandbox.people import Response, SlackPerson
-from bot.sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET, Rehearsal, RehearsalError
-from bot.sandbox.slack_api import FakeSlackApi
 from bot.store import audit
 from bot.store.db import Store, normalise_url
+from sandbox.people import Response, SlackPerson
+from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET, Rehearsal, RehearsalError
+from sandbox.slack_api import FakeSlackApi
 from tests.support.platform import TEST_WINRM_PASSWORD, TEST_WINRM_USER, free_port, running_platform, write_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
-from bot.sandbox.people import API_APP_ID, Response, SlackPerson
-from bot.sandbox.slack_api import FakeSlackApi
+from sandbox.people import API_APP_ID, Response, SlackPerson
+from sandbox.slack_api import FakeSlackApi
 
 ACK_DEADLINE_S = 3.0  # Slack's: an envelope not acknowledged within 3 s is delivered again
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.sandbox.people import Button, ButtonNotFound, Response, SlackPerson, buttons
-from bot.sandbox.slack_api import ApiCall, Ephemeral, FakeSlackApi, Message
+from sandbox.people import Button, ButtonNotFound, Response, SlackPerson, buttons
+from sandbox.slack_api import ApiCall, Ephemeral, FakeSlackApi, Message
 
 __all__ = [
     "ApiCall",

@@ -15,18 +15,18 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from actions import protocol
-from actions.simulated.account_server import AccountServerModel, run_account_servers
-from actions.simulated.endpoint import Credentials, EndpointServer, Route
-from actions.simulated.host_state import HostState
-from actions.simulated.operations import HostContext
-from actions.simulated.oplog import OperationLog
-from actions.simulated.powershell import CLM_MESSAGE, ProcessResult, check_command_line, rejected, run_script
-from actions.simulated.security import SimulatedCA, use_user_file, write_user_file
-from actions.simulated.seeding import seed
-from actions.simulated.storage_platform import StoragePlatformDatabase, site_databases
-from actions.simulated.wsman import WSManService
 from bot.config import Config, Host, secret
 from bot.errors import ConfigError
+from sandbox.simulator.account_server import AccountServerModel, run_account_servers
+from sandbox.simulator.endpoint import Credentials, EndpointServer, Route
+from sandbox.simulator.host_state import HostState
+from sandbox.simulator.operations import HostContext
+from sandbox.simulator.oplog import OperationLog
+from sandbox.simulator.powershell import CLM_MESSAGE, ProcessResult, check_command_line, rejected, run_script
+from sandbox.simulator.security import SimulatedCA, use_user_file, write_user_file
+from sandbox.simulator.seeding import seed
+from sandbox.simulator.storage_platform import StoragePlatformDatabase, site_databases
+from sandbox.simulator.wsman import WSManService
 
 JOIN_DEADLINE_S = 10.0
 SERVED_TRANSPORTS = ("basic", "ntlm")

@@ -29,10 +29,10 @@ from bot.config import Config, Host, load_config
 from bot.errors import ConfigError
 from bot.runs.machine import FINISHED_STEP_STATES
 from bot.runs.runbook import deletion_line
-from bot.sandbox.slack_api import BOT_USER_ID, UploadedFile
+from sandbox.slack_api import BOT_USER_ID, UploadedFile
 
 if TYPE_CHECKING:
-    from bot.sandbox.rehearsal import Rehearsal
+    from sandbox.rehearsal import Rehearsal
 
 # The rehearsal, the bot and its store are imported only once the demo's logging goes to its log file:
 # importing them logs (alembic), and a newcomer's terminal should show the story, not library chatter.
@@ -172,7 +172,7 @@ def _demo_environment() -> Iterator[None]:
     for name in ("NO_PROXY", "no_proxy"):
         current = os.environ.get(name)
         forced[name] = f"{current},{no_proxy}" if current else no_proxy
-    from bot.sandbox.rehearsal import environment
+    from sandbox.rehearsal import environment
 
     with environment(forced):
         yield
@@ -346,7 +346,7 @@ def run_demo(out: Path | None = None, quiet: bool = False) -> int:
     demo.say(f"Everything stays on 127.0.0.1. Output folder: {out_dir}")
     with _demo_environment(), _log_to(out_dir / "demo.log"):
         try:
-            from bot.sandbox.rehearsal import rehearsal
+            from sandbox.rehearsal import rehearsal
 
             with rehearsal(
                 config_path, state_dir, db_url=f"sqlite:///{out_dir / 'failover-bot.db'}", people=PEOPLE
@@ -395,7 +395,7 @@ def secure_config(example: Path, path: Path, state_dir: Path) -> Path:
 
 
 def _secrets(r: Rehearsal) -> list[tuple[str, str]]:
-    from bot.sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET
+    from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET
 
     found = [("WinRM password", WINRM_PASSWORD), ("signing secret", SIGNING_SECRET), ("bot token", BOT_TOKEN)]
     for host in r.config.hosts():
@@ -517,7 +517,7 @@ class _RunOutcome:
 
 def _run(demo: Demo, r: Rehearsal, command: str, group: str) -> _RunOutcome | None:
     """alice types ``/failover {command}``; bob and carol click through every step; the thread is printed."""
-    from bot.sandbox.rehearsal import RehearsalError
+    from sandbox.rehearsal import RehearsalError
 
     ops_before = len(r.operations())
     clicks_before = len(r.log)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actions.simulated.host_state import HostState, PathRejected
-from actions.simulated.storage_platform import StoragePlatformDatabase
 from bot.config import Config, Host
+from sandbox.simulator.host_state import HostState, PathRejected
+from sandbox.simulator.storage_platform import StoragePlatformDatabase
 
 PS_VERSION = "5.1.20348.2849"
 _WILDCARD = re.compile(r"[*?\[\]]")

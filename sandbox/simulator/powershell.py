@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from actions import protocol
-from actions.simulated.operations import HostContext, OperationFailed, perform, target_of
-from actions.simulated.oplog import OperationLog
+from sandbox.simulator.operations import HostContext, OperationFailed, perform, target_of
+from sandbox.simulator.oplog import OperationLog
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def run_script(ctx: HostContext, log: OperationLog, stdin: bytes) -> ProcessResu
 
 def _line(result: dict[str, object]) -> bytes:
     # ConvertTo-Json -Compress as Windows PowerShell 5.1 writes it (non-ASCII as is; < > ' & escaped),
-    # then Windows' line ending. The console code page encodes it later (actions/simulated/wsman.py).
+    # then Windows' line ending. The console code page encodes it later (sandbox/simulator/wsman.py).
     text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
     for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("'", "\\u0027"), ("&", "\\u0026")):
         text = text.replace(char, escaped)

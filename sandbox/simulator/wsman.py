@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from xml.sax.saxutils import escape, quoteattr
 
-from actions.simulated.powershell import FIRST_USE_PROGRESS, ProcessResult, rejected
+from sandbox.simulator.powershell import FIRST_USE_PROGRESS, ProcessResult, rejected
 
 logger = logging.getLogger(__name__)
 

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actions.simulated import SimulatedPlatform
 from bot.app import Runtime, build_runtime
 from bot.config import Config, load_config
 from bot.runs.machine import StepState
 from bot.runs.service import RunView, StepView
 from bot.runs.worker import bot_executes
-from bot.sandbox.people import ButtonNotFound, SlackPerson, buttons, menu_options
-from bot.sandbox.slack_api import FakeSlackApi, Message, OpenView
 from bot.server import HttpBot, start_up
 from bot.slack_ids import ActionId, BlockId, ButtonRef
 from bot.store.db import Store
+from sandbox.people import ButtonNotFound, SlackPerson, buttons, menu_options
+from sandbox.simulator import SimulatedPlatform
+from sandbox.slack_api import FakeSlackApi, Message, OpenView
 
 SIGNING_SECRET = "sandbox-signing-secret"  # a rehearsal value, not a secret
 BOT_TOKEN = "xoxb-sandbox-token"

@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.sandbox.slack_api import BOT_ID, BOT_USER_ID, Ephemeral, FakeSlackApi, Message, OpenView, is_loopback
+from sandbox.slack_api import BOT_ID, BOT_USER_ID, Ephemeral, FakeSlackApi, Message, OpenView, is_loopback
 
 API_APP_ID = "A0FAILOVER"
 DEFAULT_CHANNEL = "C0INCIDENT"

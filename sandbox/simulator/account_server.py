@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from actions.simulated.host_state import HostState, PathRejected
-from actions.simulated.oplog import OperationLog
 from bot.config import Config, Host
+from sandbox.simulator.host_state import HostState, PathRejected
+from sandbox.simulator.oplog import OperationLog
 
 TASK_FILE = "Failover.UpdateSettingsOnSS"
 TICK_S = 0.2

@@ -8,15 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from actions.simulated.host_state import HostState
-from actions.simulated.storage_platform import (
+from bot.config import Config, Host
+from sandbox.simulator.host_state import HostState
+from sandbox.simulator.storage_platform import (
     MASTER_ROLE,
     MIRROR_ROLE,
     STORAGE_ROLE,
     BackupServerRow,
     StoragePlatformDatabase,
 )
-from bot.config import Config, Host
 
 BOM = "\ufeff"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actions.simulated.oplog import read_operations
-from actions.simulated.platform import SimulatedPlatform, serve_forever
+from sandbox.simulator.oplog import read_operations
+from sandbox.simulator.platform import SimulatedPlatform, serve_forever
 
 __all__ = ["SimulatedPlatform", "read_operations", "serve_forever"]

@@ -2,7 +2,7 @@
 
 Authentication is per host: Basic, or NTLM (``transport: ntlm``), which authenticates the connection and,
 over plain HTTP, requires WinRM message encryption both ways (AllowUnencrypted=false). A listener whose
-URLs are https:// serves TLS with a certificate from the platform's test CA (actions/simulated/security.py).
+URLs are https:// serves TLS with a certificate from the platform's test CA (sandbox/simulator/security.py).
 Injected faults and the cost of a new connection (``handshake_ms``) are applied per request; a connection
 stays open between requests until the client closes it or stays idle too long.
 """
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from actions.simulated.host_state import HostState
-from actions.simulated.security import ENCRYPTED_CONTENT_TYPE, EncryptionError, NtlmConnection
-from actions.simulated.wsman import WSManService
+from sandbox.simulator.host_state import HostState
+from sandbox.simulator.security import ENCRYPTED_CONTENT_TYPE, EncryptionError, NtlmConnection
+from sandbox.simulator.wsman import WSManService
 
 MAX_BODY = 4 * 1024 * 1024
 
