@@ -18,9 +18,9 @@ from bot.blocks.cards import direction_title, escape, status_card, step_card, st
 from bot.blocks.text import escape_mrkdwn
 from bot.runs.estimate import Estimator
 from bot.runs.machine import StepState
+from bot.runs.rules import waits_on_people as waits_on_approvers
 from bot.runs.runbook import completion_note
 from bot.runs.service import RunService, RunView
-from bot.runs.worker import bot_executes
 from bot.store.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -289,13 +289,6 @@ class Presenter:
         run = self.service.get_run(run_id)
         if run.channel and run.thread_ts:
             self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=broadcast)
-
-
-def waits_on_approvers(sv: Any) -> bool:
-    """The step cannot move until an approver acts (approve, Done, Retry, Mark done)."""
-    if sv.state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN):
-        return True
-    return bool(sv.state == StepState.APPROVED and not bot_executes(sv.step))
 
 
 class StatusRefresher:

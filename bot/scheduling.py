@@ -24,12 +24,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from bot.blocks.cards import duration, waiting_on
-from bot.config import SlackSettings
 from bot.errors import UsageError
 from bot.presenter import Presenter
 from bot.runs.machine import RunState, StepState
-from bot.runs.service import RunService, RunView, StepView
-from bot.runs.worker import bot_executes
+from bot.runs.rules import mentions, waits_on_people
+from bot.runs.service import RunService
+from bot.runs.snapshot import RunView, StepView
 from bot.store import audit
 from bot.store.db import Store, as_utc, changed_rows, utcnow
 from bot.store.models import AuditEvent, ProcessedDelivery
@@ -61,29 +61,11 @@ def run_of(job: Job) -> str:
 # ---------------------------------------------------------------------------- what a step waits on
 
 
-def waits_on_people(sv: StepView) -> bool:
-    """True while nothing happens until a person acts (approve, Done, Retry, Mark done)."""
-    if sv.state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN):
-        return True
-    return sv.state == StepState.APPROVED and not bot_executes(sv.step)
-
-
 def waiting_since(sv: StepView) -> datetime:
     """When the step started waiting: its post, or its last change (approved, failed, found unknown, asked again)."""
     if sv.state == StepState.AWAITING_APPROVAL and sv.row.attempt == 0 and sv.row.posted_at is not None:
         return as_utc(sv.row.posted_at)
     return as_utc(sv.row.updated_at)
-
-
-def mentions(settings: SlackSettings, view: RunView, sv: StepView, *, groups: bool = True) -> list[str]:
-    """The people who can move the step on: approvers (minus those who cannot or already did), and with
-    ``groups`` their user groups (group mentions only at escalation: a reminder pings people, not teams)."""
-    users = list(settings.approvers)
-    if sv.step.risk == "destructive" and sv.state == StepState.AWAITING_APPROVAL:
-        users = [u for u in users if u not in sv.approvers]
-        if not settings.initiator_may_approve_destructive:
-            users = [u for u in users if u != view.run.initiator]
-    return [f"<@{u}>" for u in users] + ([f"<!subteam^{g}>" for g in settings.approver_groups] if groups else [])
 
 
 def waited_for(title: str) -> str:

@@ -31,8 +31,9 @@ from bot.errors import RemoteOperationFailed, UserError
 from bot.presenter import Presenter
 from bot.runs import policy
 from bot.runs.machine import StepState
+from bot.runs.rules import bot_executes
 from bot.runs.service import WHOLE, RunService
-from bot.runs.worker import Worker, bot_executes
+from bot.runs.worker import Worker
 from bot.store import audit
 from bot.store.db import Store, normalise_url
 from bot.store.models import Approval, AuditEvent, Run

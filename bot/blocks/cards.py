@@ -13,11 +13,10 @@ from bot.blocks.text import escape_mrkdwn as escape
 from bot.config import Config, SlackSettings
 from bot.runs import policy
 from bot.runs.machine import StepState
+from bot.runs.rules import approvers_who_can_act, bot_executes, waits_on_people
 from bot.runs.runbook import Plan
-from bot.runs.service import RunView, StepView
-from bot.runs.worker import bot_executes
+from bot.runs.snapshot import RunView, StepView, as_utc
 from bot.slack_ids import ActionId, BlockId, ButtonRef
-from bot.store.db import as_utc
 
 SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
 MAX_BLOCKS = 50
@@ -105,16 +104,6 @@ def duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------------- who can act
-
-
-def approvers_who_can_act(settings: SlackSettings, view: RunView, sv: StepView) -> list[str]:
-    """Approvers (by id) who can move the step on now: not those who already approved a deletion, nor its initiator."""
-    users = list(settings.approvers)
-    if sv.step.risk == "destructive" and sv.state == StepState.AWAITING_APPROVAL:
-        users = [u for u in users if u not in sv.approvers]
-        if not settings.initiator_may_approve_destructive:
-            users = [u for u in users if u != view.run.initiator]
-    return users
 
 
 def who_can_act(settings: SlackSettings, view: RunView, sv: StepView) -> str:
@@ -233,7 +222,7 @@ def status_card(
     if cur is not None and run.state == "active":
         holder = on_it(view, cur.step.id)
         lines = []
-        if settings is not None and _waits_on_approvers(cur):
+        if settings is not None and waits_on_people(cur):
             lines.append(f"*Who can act:* {who_can_act(settings, view, cur)}")
         if holder:
             lines.append(f"*On it:* <@{holder}>")
@@ -252,12 +241,6 @@ def status_card(
         if menu is not None:
             blocks.append({"type": "actions", "block_id": str(BlockId.RUN_ACTIONS), "elements": [menu]})
     return blocks
-
-
-def _waits_on_approvers(sv: StepView) -> bool:
-    if sv.state in (StepState.AWAITING_APPROVAL, StepState.FAILED, StepState.UNKNOWN):
-        return True
-    return sv.state == StepState.APPROVED and not bot_executes(sv.step)
 
 
 def status_text(view: RunView, now: datetime, permalink: str | None = None, left: str | None = None) -> str:
@@ -478,7 +461,7 @@ def step_card(view: RunView, sv: StepView, *, settings: SlackSettings | None = N
             blocks.append(section(chunk))
     holder = on_it(view, step.id)
     blocks.append(context(_result_line(sv) + (f" · on it: <@{holder}>" if holder else "")))
-    if settings is not None and view.run.state == "active" and _waits_on_approvers(sv):
+    if settings is not None and view.run.state == "active" and waits_on_people(sv):
         blocks.append(context(f"🔔 {who_can_act(settings, view, sv)}"))
     if view.run.state == "active":
         elements = _buttons(view, sv, ref)

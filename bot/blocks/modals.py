@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.blocks.cards import delete_keep_block, escape, section
-from bot.runs.service import RunView, StepView
+from bot.runs.snapshot import RunView, StepView
 from bot.slack_ids import BlockId, CallbackId, InputId, ModalRef
 
 REASON_MAX = 2000

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from bot.runs.machine import (
     next_step_state,
 )
 from bot.runs.runbook import Plan, ResolvedStep, RunOptions, parse_options, resolve
+from bot.runs.snapshot import RunView, StepView
 from bot.store import audit
 from bot.store.db import Store, as_utc, changed_rows, utcnow
 from bot.store.models import ActiveRun, Approval, AuditEvent, Run, StepRun
@@ -53,45 +54,6 @@ class ApprovalOutcome:
     needed: int
     approved: bool  # this approval completed the step's approvals
     already: bool = False  # the person had already approved: counted once
-
-
-@dataclass
-class StepView:
-    """A step as the presentation layer needs it: plan data plus its stored state."""
-
-    step: ResolvedStep
-    state: str
-    targets: dict[str, StepRun]  # fan-out: host name -> its row
-    row: StepRun
-    approvers: list[str] = field(default_factory=list)
-    mark_done_votes: list[str] = field(default_factory=list)
-    needed: int = 0
-    skip_votes: list[str] = field(default_factory=list)
-    approval_note: str = ""  # a destructive step under weaker approval rules says so on its card
-
-
-@dataclass
-class RunView:
-    run: Run
-    plan: Plan
-    steps: list[StepView]
-
-    @property
-    def current(self) -> StepView | None:
-        for sv in self.steps:
-            if sv.state not in FINISHED_STEP_STATES:
-                return sv
-        return None
-
-    @property
-    def done_count(self) -> int:
-        return sum(1 for sv in self.steps if sv.state in FINISHED_STEP_STATES)
-
-    def step(self, step_id: str) -> StepView:
-        for sv in self.steps:
-            if sv.step.id == step_id:
-                return sv
-        raise StateConflict(f"run {self.run.id} has no step {step_id}")
 
 
 def options_of(run: Run) -> RunOptions:

@@ -28,6 +28,7 @@ from bot.config import Host
 from bot.errors import ExecutionError, StateConflict, UsageError
 from bot.runs import policy
 from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepState
+from bot.runs.rules import bot_executes
 from bot.runs.runbook import ResolvedStep, Target
 from bot.runs.service import WHOLE, RunService, RunView, StepView
 from bot.store import audit
@@ -35,12 +36,7 @@ from bot.store import audit
 log = logging.getLogger(__name__)
 
 Notify = Callable[[str, str], None]  # (run_id, what happened) -> the presenter updates Slack
-BOT_RUNS = ("host", "sql")  # kinds the bot executes; F0 (check, action preflight) too
 PROGRESS_INTERVAL_S = 0.5  # a fan-out step's card shows finished targets at most this often
-
-
-def bot_executes(step: ResolvedStep) -> bool:
-    return step.kind in BOT_RUNS or step.action == "preflight"
 
 
 def output_digest(value: Any) -> str:

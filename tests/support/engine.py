@@ -12,8 +12,9 @@ from pathlib import Path
 from actions.winrm import WinRMExecutor
 from bot.config import Config, load_config
 from bot.runs.machine import StepState
+from bot.runs.rules import bot_executes
 from bot.runs.service import RunService
-from bot.runs.worker import Worker, bot_executes
+from bot.runs.worker import Worker
 from bot.store.db import Store
 from sandbox.simulator import SimulatedPlatform
 from tests.support.platform import running_platform, write_config
