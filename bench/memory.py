@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.platforms import site_hosts, write_platform  # noqa: E402
-from bot.app import build_runtime  # noqa: E402
 from bot.config import load_config  # noqa: E402
+from bot.runtime import build_runtime  # noqa: E402
 from bot.store.db import Store  # noqa: E402
 from sandbox.people import ButtonNotFound, SlackPerson  # noqa: E402
 from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET, Rehearsal  # noqa: E402

@@ -22,8 +22,8 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from waitress.server import create_server
 
 from bot import config as cfg
-from bot.app import Runtime, build_runtime
 from bot.config import Config
+from bot.runtime import Runtime, build_runtime
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.app import Runtime, build_runtime
 from bot.config import Config, load_config
 from bot.runs.machine import StepState
 from bot.runs.service import RunView, StepView
 from bot.runs.worker import bot_executes
+from bot.runtime import Runtime, build_runtime
 from bot.server import HttpBot, start_up
 from bot.slack_ids import ActionId, BlockId, ButtonRef
 from bot.store.db import Store

@@ -22,9 +22,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.app import build_runtime
 from bot.config import load_config
 from bot.errors import ConfigError
+from bot.runtime import build_runtime
 from bot.store.db import Store
 from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET
 from sandbox.slack_api import FakeSlackApi

@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from slack_sdk import WebClient
 
-from bot.app import build_runtime
 from bot.config import Config, load_config
 from bot.presenter import Presenter
 from bot.runs.machine import StepState
 from bot.runs.service import RunService
+from bot.runtime import build_runtime
 from bot.scheduling import PostgresLease, Reminders, remind_approvers
 from bot.server import start_up
 from bot.store import audit

@@ -646,8 +646,8 @@ def test_a_key_change_keeps_old_chains_checkable(tmp_path: Path) -> None:
 
 
 def test_without_a_key_serve_warns_and_report_says_not_keyed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from bot.app import build_runtime
     from bot.report import build_report
+    from bot.runtime import build_runtime
 
     config = load_config(write_config(tmp_path / "cfg"))
     assert config.audit_key_problem() is not None

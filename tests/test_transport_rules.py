@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.app import build_runtime
 from bot.config import load_config
 from bot.errors import ConfigError
+from bot.runtime import build_runtime
 from bot.store.db import Store
 from sandbox.rehearsal import BOT_TOKEN
 from sandbox.slack_api import FakeSlackApi
