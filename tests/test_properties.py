@@ -206,8 +206,11 @@ class RunMachine(RuleBasedStateMachine):
             elif cur.state == StepState.APPROVED and not bot_executes(cur.step):
                 self.service.done(self.run_id, cur.step.id, DAVE, choice=choice, **seen)
             elif cur.state in (StepState.FAILED, StepState.UNKNOWN):
+                # B4 asks what was done instead; the set-up answers as an operator would (first choice)
+                done_choices = list(self.service.mark_done_choices(cur.step))
+                done_choice = done_choices[0] if done_choices else None
                 for user in (CAROL, DAVE):
-                    self.service.vote_mark_done(self.run_id, cur.step.id, user, "set-up", **seen)
+                    self.service.vote_mark_done(self.run_id, cur.step.id, user, "set-up", choice=done_choice, **seen)
         raise AssertionError(f"could not reach {step_id}")
 
     # ------------------------------------------------------------------ rules
