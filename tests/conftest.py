@@ -1,4 +1,4 @@
-"""Shared pytest configuration: the PostgreSQL URL and the example configuration path."""
+"""Shared pytest configuration: Hypothesis profiles, the PostgreSQL URL, the store fixture and the example config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.support.paths import EXAMPLE_CONFIG
 
 # Hypothesis profiles. "ci" (the default) keeps the property and fuzz suites within their time budget
 # on two cores; a failure prints the seed and a @reproduce_failure blob. HYPOTHESIS_PROFILE=thorough
@@ -20,10 +22,6 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EXAMPLE_CONFIG = SHARED / "spec" / "example-config.yml"
-KB_FILE = SHARED / "reference" / "redstor-failover-failback-kb.txt"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from bot.runs.service import RunView, StepView
 from bot.slack_ids import ActionId, ButtonRef
 from bot.store.models import Run, StepRun
 from sandbox.slack_api import block_problems
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 

@@ -14,10 +14,8 @@ import sqlalchemy as sa
 from bot.runs.service import RunService
 from bot.store import audit
 from bot.store.db import Store
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG, ROOT
 from tests.support.platform import running_platform, write_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import yaml
 
 from bot.config import load_config
 from bot.errors import ConfigError
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 
 
 def test_example_config_loads_unchanged() -> None:

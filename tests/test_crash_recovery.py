@@ -21,7 +21,8 @@ from bot.blocks.render import render_thread
 from bot.runs.machine import StepState
 from bot.slack_ids import ActionId, ButtonRef
 from sandbox.people import buttons, menu_options
-from tests.support.serve_process import ROOT, Served, ServeProcess, served
+from tests.support.paths import ROOT
+from tests.support.serve_process import Served, ServeProcess, served
 
 ALICE, BOB, CAROL, MALLORY = "U0ALICE", "U0BOB", "U0CAROL", "U0MALLORY"
 FAILOVER_CHANGES = [

@@ -25,8 +25,7 @@ from sandbox.demo import (
     run_demo,
 )
 from sandbox.rehearsal import CHANNEL
-
-SPEC_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "spec" / "example-config.yml"
+from tests.support.paths import EXAMPLE_CONFIG as SPEC_CONFIG
 
 
 def test_packaged_example_config_is_the_spec_copy() -> None:

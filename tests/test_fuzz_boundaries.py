@@ -35,8 +35,8 @@ from bot.errors import ConfigError, ExecutionError
 from bot.slack_ids import ActionId
 from sandbox.people import SlackPerson
 from sandbox.rehearsal import SIGNING_SECRET, Rehearsal, rehearsal
-from tests.support.platform import EXAMPLE_CONFIG, write_config
-from tests.support.serve_process import ROOT
+from tests.support.paths import EXAMPLE_CONFIG, ROOT
+from tests.support.platform import write_config
 
 MALLORY = "U0MALLORY"  # in the channel, but neither operator nor approver
 ALICE = "U0ALICE"  # an operator and approver (used only outside the incident channel)

@@ -181,7 +181,7 @@ def _replaying(path: Path) -> tuple[Protocol, str, str]:
 
 def _host() -> Host:
     from bot.config import load_config
-    from tests.support.platform import EXAMPLE_CONFIG
+    from tests.support.paths import EXAMPLE_CONFIG
 
     return load_config(EXAMPLE_CONFIG).host("as-a")
 

@@ -28,8 +28,9 @@ from bot.runtime import build_runtime
 from bot.store.db import Store
 from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET
 from sandbox.slack_api import FakeSlackApi
+from tests.support.paths import ROOT
 from tests.support.platform import write_config
-from tests.support.serve_process import ROOT, Served, served
+from tests.support.serve_process import Served, served
 
 MARKER = "BODY-MARKER-7f3a9c"
 MiB = 1 << 20

@@ -14,8 +14,7 @@ import pytest
 
 from bot.config import load_config
 from bot.runs.runbook import format_plan, parse_options, resolve
-
-from .conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = {

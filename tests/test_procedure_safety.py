@@ -299,7 +299,7 @@ def test_plan_says_where_the_failback_scope_came_from(tmp_path: Path) -> None:
     from bot.runs.service import RunService
     from bot.store.db import Store
     from bot.store.models import ActiveRun, Run
-    from tests.conftest import EXAMPLE_CONFIG
+    from tests.support.paths import EXAMPLE_CONFIG
 
     store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
     try:

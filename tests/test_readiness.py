@@ -261,7 +261,7 @@ def _cli(h: Any, *args: str) -> Any:
     import subprocess
     import sys
 
-    from tests.support.serve_process import ROOT
+    from tests.support.paths import ROOT
 
     return subprocess.run(
         [sys.executable, "-m", "bot", "readiness", *args],

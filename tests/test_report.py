@@ -25,7 +25,7 @@ from bot.store import audit
 from bot.store.db import Store
 from sandbox.rehearsal import Rehearsal, rehearsal
 from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.paths import EXAMPLE_CONFIG
 from tests.support.platform import write_config
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"

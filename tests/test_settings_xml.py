@@ -8,7 +8,6 @@ import random
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -24,8 +23,8 @@ from actions.settings_xml import (
     settings_change,
 )
 from bot.errors import ExecutionError
+from tests.support.paths import SPEC
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
 MASTER = (SPEC / "sample-settings-accountserver-master.xml").read_bytes()
 SLAVE = (SPEC / "sample-settings-accountserver-slave.xml").read_bytes()
 STORAGE = (SPEC / "sample-settings-storageserver.xml").read_bytes()

@@ -26,9 +26,9 @@ from actions import protocol
 from bot.config import load_config
 from bot.errors import ConfigError
 from sandbox.simulator import SimulatedPlatform, read_operations
+from tests.support.paths import EXAMPLE_CONFIG, ROOT
 from tests.support.platform import running_platform, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = r"C:\ProgramData\Attix5 Pro"
 AS_SETTINGS = DATA_ROOT + r"\AS_Service\Settings.xml"
 SS_SETTINGS = DATA_ROOT + r"\SS_Service\Settings.xml"
@@ -511,7 +511,7 @@ def test_a_stuck_service_stays_pending_and_stop_fails_after_its_timeout(platform
 
 def test_write_config_copies_the_example_platform_on_free_loopback_ports(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, winrm={"command_timeout_s": 7}))
-    example = load_config(ROOT.parent / "shared" / "spec" / "example-config.yml")
+    example = load_config(EXAMPLE_CONFIG)
     assert [(h.name, h.site, h.address, h.port) for h in config.hosts()] == [
         (h.name, h.site, h.address, h.port) for h in example.hosts()
     ]

@@ -21,8 +21,9 @@ from bot.runs.service import RunService
 from bot.store.db import Store
 from sandbox.rehearsal import BOT_TOKEN
 from sandbox.slack_api import FakeSlackApi
+from tests.support.paths import ROOT
 from tests.support.platform import free_port, running_platform, write_config
-from tests.support.serve_process import ROOT, Served, _bot_env
+from tests.support.serve_process import Served, _bot_env
 from tests.support.socket_mode import ACK_DEADLINE_S, SocketModeEndpoint, SocketPerson
 
 APP_TOKEN = "xapp-1-A0FAILOVER-1-sandbox-app-level-token"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 UNIT = ROOT / "deploy" / "failover-bot.service"
 INSTALLED = "/opt/failover-bot/.venv/bin/failover-bot"
 

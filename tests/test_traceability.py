@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import pytest
 
 from bot.runs.runbook import StepSpec, load_runbook
+from tests.support.paths import KB_FILE
 
-KB_FILE = Path(__file__).resolve().parents[2] / "shared/reference/redstor-failover-failback-kb.txt"
 KB: dict[int, str] = dict(enumerate(KB_FILE.read_text(encoding="utf-8").splitlines(), 1))
 
 FAILOVER_SECTION = range(7, 20)  # "Failover" heading .. the prose on how backups resume

@@ -20,7 +20,8 @@ from bot.runtime import build_runtime
 from bot.store.db import Store
 from sandbox.rehearsal import BOT_TOKEN
 from sandbox.slack_api import FakeSlackApi
-from tests.support.platform import EXAMPLE_CONFIG, free_port
+from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.platform import free_port
 from tests.support.serve_process import ServeProcess, _bot_env
 
 

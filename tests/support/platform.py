@@ -13,8 +13,8 @@ import yaml
 
 from bot.config import load_config
 from sandbox.simulator import SimulatedPlatform
+from tests.support.paths import EXAMPLE_CONFIG
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "spec" / "example-config.yml"
 TEST_WINRM_USER = "simulated-admin"
 TEST_WINRM_PASSWORD = "simulated-password-not-secret"
 

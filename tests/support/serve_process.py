@@ -35,9 +35,9 @@ from bot.store.db import Store, normalise_url
 from sandbox.people import Response, SlackPerson
 from sandbox.rehearsal import BOT_TOKEN, SIGNING_SECRET, Rehearsal, RehearsalError
 from sandbox.slack_api import FakeSlackApi
+from tests.support.paths import ROOT
 from tests.support.platform import TEST_WINRM_PASSWORD, TEST_WINRM_USER, free_port, running_platform, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
 HEALTH_TIMEOUT_S = 60.0
 Route = Literal["first", "second", "both", "alternate"]
 
