@@ -12,7 +12,7 @@ import pytest
 from tests.support.paths import ROOT
 
 MAX_LINES = 400
-PATH_NAMES = {"ROOT", "SHARED", "SPEC", "EXAMPLE_CONFIG", "KB_FILE"}
+PATH_NAMES = {"SHARED", "SPEC", "EXAMPLE_CONFIG", "KB_FILE"}  # ../shared and what is in it
 EXEMPT = (ROOT / "tests" / "support" / "paths.py", Path(__file__).resolve())  # the definition, and this check
 
 
@@ -56,7 +56,7 @@ def test_sandbox_modules_read_in_one_sitting(path: Path) -> None:
 
 @pytest.mark.parametrize("path", [p for p in _modules(ROOT / "tests") if p not in EXEMPT], ids=lambda p: p.name)
 def test_the_tests_find_shared_through_one_definition(path: Path) -> None:
-    """ROOT, ../shared, the spec, the example config and the KB come from tests/support/paths.py, never recomputed."""
+    """../shared, the spec, the example config and the KB come from tests/support/paths.py, never recomputed."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
