@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.errors import ConfigError, ExecutionError
-from bot.listeners import actions, commands, home, views
+from bot.listeners import buttons, commands, home, views
 from bot.listeners.common import BotContext
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,11 @@ def build_app(ctx: BotContext, *, token: str, signing_secret: str, socket_mode: 
     checked with Slack (auth.test) before the bot serves anything.
     """
     if not signing_secret and not socket_mode:
-        raise ConfigError(ctx.config.path, "environment", "SLACK_SIGNING_SECRET is not set (needed to serve HTTP)")
+        raise ConfigError(
+            ctx.engine.config.path, "environment", "SLACK_SIGNING_SECRET is not set (needed to serve HTTP)"
+        )
     if not token:
-        raise ConfigError(ctx.config.path, "environment", "SLACK_BOT_TOKEN is not set")
+        raise ConfigError(ctx.engine.config.path, "environment", "SLACK_BOT_TOKEN is not set")
     # Listeners only acknowledge and queue their work (BotContext.background), so they may run on the
     # request thread itself: the response leaves as soon as the listener returns, without the polling
     # wait bolt's default mode spends on every request (about 10 ms each).
@@ -45,12 +47,14 @@ def build_app(ctx: BotContext, *, token: str, signing_secret: str, socket_mode: 
             process_before_response=True,
         )
     except BoltError as exc:  # auth.test refused the token
-        raise ConfigError(ctx.config.path, "environment", f"Slack did not accept SLACK_BOT_TOKEN: {exc}") from None
+        raise ConfigError(
+            ctx.engine.config.path, "environment", f"Slack did not accept SLACK_BOT_TOKEN: {exc}"
+        ) from None
     except OSError as exc:  # Slack's API did not answer auth.test
         raise ExecutionError(f"cannot reach Slack's API to check SLACK_BOT_TOKEN: {exc}") from None
 
     commands.register(app, ctx)
-    actions.register(app, ctx)
+    buttons.register(app, ctx)
     home.register(app, ctx)
     views.register(app, ctx)
 

@@ -12,6 +12,8 @@ from actions.winrm import WinRMExecutor
 from bot import config as cfg
 from bot.app import build_app, web_client
 from bot.config import Config
+from bot.engine import RunEngine
+from bot.engine.fanout import from_worker, kicks
 from bot.errors import ConfigError, ExecutionError
 from bot.hub import ChangeHub
 from bot.listeners.common import BotContext, GroupDirectory
@@ -33,6 +35,7 @@ class Runtime:
     config: Config
     store: Store
     client: WebClient
+    engine: RunEngine
     context: BotContext
     app: App
     executor: WinRMExecutor
@@ -43,16 +46,16 @@ class Runtime:
     signing_secret: str = ""  # empty in Socket Mode, where Slack does not sign deliveries
 
     def close(self) -> None:
-        self.context.reads.shutdown(wait=False, cancel_futures=True)  # read-only: not worth waiting for
-        self.context.work.shutdown(wait=True)  # finish what people already clicked
+        self.context.close()  # finish what people already clicked; drop pending reads
         self.refresher.close()
         self.readiness.close()
         self.reminders.close()
-        self.context.worker.close()
+        if self.engine.worker is not None:
+            self.engine.worker.close()
         self.reports.close()  # after the worker: a run it just finished still gets its report
         self.executor.close()
-        if self.context.read_executor is not None:
-            self.context.read_executor.close()
+        if self.engine.read_executor is not None:
+            self.engine.read_executor.close()
         self.store.dispose()
 
 
@@ -90,25 +93,26 @@ def build_runtime(
     readiness = ReadinessWatch(service, presenter, is_leader=lambda: reminders.is_leader)
     reports = ReportPoster(service, client)
 
+    # The one fan-out of a change: the thread, the reminders, the report, and the worker (but for its own news).
     hub = ChangeHub()
     hub.subscribe(presenter.sync)
     hub.subscribe(lambda run_id, what: reminders.refresh(run_id))  # remind about the step now waiting
     hub.subscribe(lambda run_id, what: reports.after_change(run_id))  # a run that just ended gets its report
-
-    worker = Worker(service, executor, notify=hub.publish)
-    ctx = BotContext(
+    worker = Worker(service, executor, notify=from_worker(hub.publish))
+    hub.subscribe(kicks(worker))  # last: the thread shows the change before the worker acts on it
+    engine = RunEngine(
         config=config,
         store=store,
         service=service,
+        publish=hub.publish,
         worker=worker,
         presenter=presenter,
         client=client,
-        groups=groups,
-        on_change=hub.publish,
         readiness=readiness,
         reports=reports,
         read_executor=WinRMExecutor(),  # /failover check's own connections: never a step's host lock
     )
+    ctx = BotContext(engine=engine, client=client)
     try:
         app = build_app(ctx, token=token, signing_secret=signing_secret, socket_mode=socket_mode)
     except (ConfigError, ExecutionError):
@@ -121,6 +125,7 @@ def build_runtime(
         config=config,
         store=store,
         client=client,
+        engine=engine,
         context=ctx,
         app=app,
         executor=executor,

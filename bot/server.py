@@ -140,12 +140,8 @@ def wsgi_app(runtime: Runtime) -> Callable[[dict[str, Any], StartResponse], Iter
 
 def start_up(runtime: Runtime) -> None:
     """Reconcile runs left unfinished by a previous process, bring their threads up to date, start reminders."""
-    for line in runtime.context.worker.recover():
+    for line in runtime.engine.start_up():  # recovery, then the active run's change on the hub
         log.info("recovery: %s", line)
-    active = runtime.context.service.active_run()
-    if active is not None:
-        runtime.context.presenter.sync(active.id)
-        runtime.context.worker.kick(active.id)
     runtime.reminders.start()  # sends only on the replica holding the scheduler lock
     runtime.readiness.start()  # rounds run only on that replica too
     runtime.refresher.start()  # the active run's status card stays true (paced, one update a minute)

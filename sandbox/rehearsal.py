@@ -51,7 +51,7 @@ class Rehearsal:
 
     @property
     def service(self) -> Any:
-        return self.runtime.context.service
+        return self.runtime.engine.service
 
     def person(self, user_id: str) -> SlackPerson:
         return self.people[user_id]

@@ -213,7 +213,7 @@ def test_a_finished_run_posts_its_summary_report_and_timeline_in_its_thread(rh: 
     assert len(rh.slack.calls("users.info")) <= 3  # cached: once per person
     assert "matplotlib" not in sys.modules  # the bot (in this process) drew the PNG in a child process
     # once only: more changes of the finished run post nothing new
-    rh.runtime.context.on_change(fo, "again")  # type: ignore[misc]
+    rh.runtime.engine.changed(fo, "again")
     rh.runtime.reports.close()
     assert len(rh.slack.calls("files.completeUploadExternal")) == 1
     assert [e["event"] for e in build_report(rh.runtime.store, fo).events].count("report.posted") == 1

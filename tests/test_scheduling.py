@@ -415,11 +415,11 @@ def test_the_running_bot_reminds_by_itself(store: Store, slack: FakeSlackApi, tm
     try:
         start_up(runtime)
         assert runtime.reminders.is_leader
-        service = runtime.context.service
+        service = runtime.engine.service
         run = service.open_run("failover", "site-a", ["scope=storage"], ALICE, CHANNEL)
         service.not_needed(run.id, "F0", "preflight is not what this test is about")
         service.post(run.id, "F5", fingerprint="fp", preview="")
-        runtime.context.worker.notify(run.id, "step F5 posted")  # the worker's callback, as after every change
+        runtime.engine.worker.notify(run.id, "step F5 posted")  # the worker's callback, as after every change
 
         def reminded() -> list[Message]:
             thread_ts = service.get_run(run.id).thread_ts
@@ -428,7 +428,7 @@ def test_the_running_bot_reminds_by_itself(store: Store, slack: FakeSlackApi, tm
         [first, *_] = wait_until(reminded, timeout=15, what="a reminder in the incident thread")
         assert "*F5*" in first.text and PEOPLE in first.text
         service.done(run.id, "F5", BOB, **seen(service, run.id, "F5"))
-        runtime.context.worker.notify(run.id, "step F5 done")
+        runtime.engine.worker.notify(run.id, "step F5 done")
         assert [j.id for j in runtime.reminders.scheduler.get_jobs()] == []
     finally:
         runtime.close()

@@ -153,7 +153,7 @@ def test_status_card_refresh_is_paced_by_a_controllable_clock(rh: Rehearsal) -> 
     _site_a_down(rh)
     fo = rh.start(ALICE, "start site-a")
     _walk_to(rh, fo, "F1")
-    presenter = rh.runtime.context.presenter
+    presenter = rh.runtime.engine.presenter
     rh.runtime.refresher.close()  # this test drives the refresh itself
     now = [presenter.clock() + timedelta(seconds=1)]
     presenter.clock = lambda: now[0]
@@ -194,7 +194,7 @@ def test_slack_refusing_a_step_message_is_said_in_plain_words_and_on_the_card(rh
         "the status card shows it",
         lambda: "Slack refused the message of step F2" in json.dumps(rh.thread(fo)[0].blocks),
     )
-    rh.runtime.context.presenter.sync(fo)  # the next pass posts it after all, and the card says no more
+    rh.runtime.engine.presenter.sync(fo)  # the next pass posts it after all, and the card says no more
     rh.message_of(fo, "F2")
     rh.wait_until("card clear", lambda: "Slack refused" not in json.dumps(rh.thread(fo)[0].blocks))
 

@@ -1,4 +1,4 @@
-"""What listeners share: the bot's parts, friendly error replies, and the approver-group directory."""
+"""What listeners share: the engine and the pools they queue work on, friendly error replies, the group directory."""
 
 from __future__ import annotations
 
@@ -15,18 +15,10 @@ from typing import Any
 from slack_bolt import Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy.exc import IntegrityError
 
 from bot.blocks.text import escape_mrkdwn
-from bot.config import Config
+from bot.engine import RunEngine
 from bot.errors import UserError
-from bot.presenter import Presenter
-from bot.readiness.watch import ReadinessWatch
-from bot.reporting import ReportPoster
-from bot.runs.service import RunService
-from bot.runs.worker import Worker
-from bot.store.db import Store, utcnow
-from bot.store.models import ProcessedDelivery
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +50,17 @@ class GroupDirectory:
 
 @dataclass
 class BotContext:
-    config: Config
-    store: Store
-    service: RunService
-    worker: Worker
-    presenter: Presenter
+    """The engine, and where listeners queue what they do after acknowledging."""
+
+    engine: RunEngine
     client: WebClient
-    groups: GroupDirectory
-    on_change: Callable[[str, str], None] | None = None  # thread + reminders, after a run changed
-    readiness: ReadinessWatch | None = None  # latest readiness results for /failover readiness and App Home
-    reports: ReportPoster | None = None  # the report in the thread: summary, full report and timeline
-    permalinks: dict[str, str] = field(default_factory=dict)
     # What listeners do after acknowledging runs here: a few threads, so that a burst of clicks queues
     # instead of starving the threads that acknowledge the next requests.
     work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="slack-work"))
-    # Read-only commands that reach hosts (/failover check) run apart: a few threads and WinRM connections of
-    # their own (``read_executor``), so a slow or hanging host they probe never delays a click or holds a
-    # host's connection that a step waits for. At most ``max_pending_reads`` wait or run; more are refused.
+    # Read-only commands that reach hosts (/failover check) run apart: a few threads (and the engine's WinRM
+    # connections of their own), so a slow or hanging host they probe never delays a click or holds a host's
+    # connection that a step waits for. At most ``max_pending_reads`` wait or run; more are refused.
     reads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="slack-read"))
-    read_executor: Any = None
     max_pending_reads: int = 8
     _pending_reads: int = 0
     _reads_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,38 +103,15 @@ class BotContext:
 
     def first_delivery(self, body: dict[str, Any]) -> bool:
         """False for a Slack retry or a replayed click of a delivery already handled (it then does nothing)."""
-        key = delivery_key(body)
-        if key is None:
-            return True
-        try:
-            with self.store.session() as s:
-                s.add(ProcessedDelivery(key=key[:200], created_at=utcnow()))
-        except IntegrityError:
-            log.info("ignoring a repeated delivery %s", key)
-            return False
-        return True
+        return self.engine.first_delivery(delivery_key(body))
 
-    def changed(self, run_id: str, what: str = "") -> None:
-        """A listener changed ``run_id``: bring the thread (and the reminders) up to date."""
-        if self.on_change is not None:
-            self.on_change(run_id, what)
-        else:
-            self.presenter.sync(run_id, what)
-
-    def permalink(self, channel: str, ts: str | None) -> str | None:
-        if not channel or not ts:
-            return None
-        key = f"{channel}:{ts}"
-        if key not in self.permalinks:
-            try:
-                self.permalinks[key] = str(self.client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"])
-            except SlackApiError:
-                return None
-        return self.permalinks[key]
+    def close(self) -> None:
+        self.reads.shutdown(wait=False, cancel_futures=True)  # read-only: not worth waiting for
+        self.work.shutdown(wait=True)  # finish what people already clicked
 
 
 @contextmanager
-def guarded(ctx: BotContext, respond: Respond, user: str, what: str) -> Iterator[None]:
+def guarded(respond: Respond, user: str, what: str) -> Iterator[None]:
     """Known errors become a friendly ephemeral answer; unknown ones get a correlation id in the log."""
     try:
         yield
@@ -165,6 +126,11 @@ def guarded(ctx: BotContext, respond: Respond, user: str, what: str) -> Iterator
             response_type="ephemeral",
             replace_original=False,
         )
+
+
+def say(respond: Respond, text: str) -> None:
+    """An ephemeral reply to the person who asked, below the message they acted on."""
+    respond(text=text, response_type="ephemeral", replace_original=False)
 
 
 def delivery_key(body: dict[str, Any]) -> str | None:

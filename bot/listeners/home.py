@@ -1,118 +1,38 @@
-"""The App Home tab: on ``app_home_opened``, publish that person's view of the sites, the active run and recent runs."""
+"""The App Home tab: on ``app_home_opened``, publish that person's view (built by the engine)."""
 
 from __future__ import annotations
 
 import logging
-import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.cards import direction_title, duration, waiting_on
-from bot.blocks.home import ActiveBox, HostLine, RecentRun, SiteBox, home_view
-from bot.config import SlackSettings
+from bot.engine.home import waiting_on_you
 from bot.listeners.common import BotContext
-from bot.runs import policy
-from bot.runs.machine import RunState, StepState
-from bot.runs.service import RunView
-from bot.store.db import as_utc, utcnow
-from bot.store.models import Run
+
+__all__ = ["on_home_opened", "publish_home", "register", "waiting_on_you"]
 
 log = logging.getLogger(__name__)
-_ROLE = re.compile(r"\brole (Master|Slave)\b")  # as the check's Settings.xml detail words it
 
 
 def register(app: App, ctx: BotContext) -> None:
+    """Bind the App Home listener to ``app``."""
+
     @app.event("app_home_opened")
-    def opened(event: dict[str, Any]) -> None:
-        if event.get("tab", "home") != "home" or not event.get("user"):
-            return  # the Messages tab, or no one to publish for
-        ctx.background(publish_home, ctx, str(event["user"]))
+    def _opened(event: dict[str, Any]) -> None:
+        on_home_opened(ctx, event)
+
+
+def on_home_opened(ctx: BotContext, event: dict[str, Any]) -> None:
+    if event.get("tab", "home") != "home" or not event.get("user"):
+        return  # the Messages tab, or no one to publish for
+    ctx.background(publish_home, ctx, str(event["user"]))
 
 
 def publish_home(ctx: BotContext, user: str) -> None:
     try:
-        ctx.client.views_publish(user_id=user, view=build_home(ctx, user, utcnow()))
+        ctx.client.views_publish(user_id=user, view=ctx.engine.home(user, datetime.now(UTC)))
     except SlackApiError as exc:
         log.warning("Slack refused the home tab for %s: %s", user, exc.response.get("error"))
-
-
-def build_home(ctx: BotContext, user: str, now: datetime) -> dict[str, Any]:
-    active_run = ctx.service.active_run()
-    active, for_you = None, []
-    if active_run is not None:
-        view = ctx.service.view(active_run.id)
-        cur = view.current
-        if cur is not None:
-            active = ActiveBox(
-                title=direction_title(view),
-                link=ctx.permalink(active_run.channel, active_run.thread_ts),
-                step=f"{cur.step.id} {cur.step.title}",
-                waiting_on=waiting_on(cur),
-                since=as_utc(cur.row.posted_at or cur.row.updated_at),
-                left=ctx.presenter.left(view),
-            )
-            if waiting_on_you(ctx.config.slack, view, user, ctx.service.group_members):
-                for_you.append(f"{active_run.id} step {cur.step.id} ({cur.step.title}): {waiting_on(cur)}")
-    return home_view(_sites(ctx), active, _recent(ctx), for_you, now=now)
-
-
-def waiting_on_you(
-    settings: SlackSettings, view: RunView, user: str, group_members: policy.GroupMembers | None
-) -> bool:
-    """True when the run's current step waits on an approval (or a Retry) that ``user`` may give and has not."""
-    cur = view.current
-    if cur is None or view.run.state != RunState.ACTIVE or not policy.is_approver(settings, user, group_members):
-        return False
-    if cur.state in (StepState.FAILED, StepState.UNKNOWN):
-        return True
-    if cur.state != StepState.AWAITING_APPROVAL or cur.needed <= len(cur.approvers) or user in cur.approvers:
-        return False
-    initiator_barred = user == view.run.initiator and not settings.initiator_may_approve_destructive
-    return not (cur.step.risk == "destructive" and initiator_barred)
-
-
-def _sites(ctx: BotContext) -> list[SiteBox]:
-    report = ctx.readiness.latest() if ctx.readiness is not None else None
-    findings = report.findings if report is not None else []
-    problems = report.problems if report is not None else []
-    mirrors = {h.mirror for h in ctx.config.hosts() if h.mirror}
-    boxes = []
-    for site in ctx.config.sites.values():
-        lines = []
-        for host in [site.account_server, *site.storage_servers]:
-            mine = [f for f in findings if f.host == host.name]
-            if host.role == "account_server":
-                read = next((_ROLE.search(f.detail) for f in mine if f.check == "Settings.xml"), None)
-                role = f"{read.group(1)} AccountServer" if read else "AccountServer (role not read)"
-            else:
-                role = "MirrorServer" if host.name in mirrors else "StorageServer"
-            failing = [f"{f.check}: {f.detail}" for f in mine if f.outcome != "pass"]
-            result = "; ".join(failing) if failing else ("all checks pass" if mine else "-")
-            lines.append(HostLine(host.name, role, report.started_at if report and mine else None, result))
-        names = {site.account_server.name, *(h.name for h in site.storage_servers), "database"}
-        open_here = [
-            f"{p.host} {p.check}: {p.detail} (since {p.since:%H:%M} UTC)"
-            for p in problems
-            if p.host in names and (p.host != "database" or f"({site.name})" in p.check)
-        ]
-        boxes.append(SiteBox(site.name, lines, open_here))
-    return boxes
-
-
-def _recent(ctx: BotContext) -> list[RecentRun]:
-    with ctx.store.read_session() as s:
-        runs = s.scalars(
-            sa.select(Run).where(Run.platform == ctx.config.platform).order_by(Run.created_at.desc()).limit(5)
-        ).all()
-    out = []
-    for r in runs:
-        end = as_utc(r.finished_at) if r.finished_at else utcnow()
-        took = duration((end - as_utc(r.created_at)).total_seconds())
-        arrow = f"{r.site} → {r.partner}" if r.direction == "failover" else f"{r.partner} → {r.site}"
-        state = {"active": "in progress"}.get(r.state, r.state)
-        out.append(RecentRun(r.id, f"{r.direction} {arrow}", state, took if r.finished_at else f"{took} so far"))
-    return out

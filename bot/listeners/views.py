@@ -1,4 +1,4 @@
-"""Submitted modals: the vote is cast here, bound to the run, step, round and fingerprint the form was opened for."""
+"""Submitted modals: the engine casts the vote, bound to the run, step, round and fingerprint of the form."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ NEEDS_REASON = {CallbackId.MARK_DONE, CallbackId.SKIP, CallbackId.ABORT}
 
 
 def register(app: App, ctx: BotContext) -> None:
+    """Bind the form listener to ``app``."""
+
     @app.view(re.compile(r"^modal_"))
-    def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+    def _on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         submit(ctx, ack, body, view, client)
 
 
@@ -49,15 +51,15 @@ def submit(ctx: BotContext, ack: Ack, body: dict[str, Any], view: dict[str, Any]
         callback = CallbackId(str(view.get("callback_id", "")))
         ref = ModalRef.decode(view.get("private_metadata"))
         values = modals.submitted_values(view)
-        records = _records_list(ctx, ref)
+        records = ctx.engine.records_list(ref)
         errors = _input_errors(callback, values, records)
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        said = _cast(ctx, callback, ref, user, values, records)
+        said = ctx.engine.submit(callback, ref, user, values, records)
     except UserError as exc:
         run_id = _run_of(view)
-        ctx.service.refuse(run_id, user, str(view.get("callback_id")), str(exc))
+        ctx.engine.refuse(run_id, user, str(view.get("callback_id")), str(exc))
         ack(response_action="update", view=modals.refusal_view("Not done", str(exc)))
         return
     except Exception as exc:  # the person still gets an answer; details go to the log only
@@ -83,61 +85,12 @@ def _run_of(view: dict[str, Any]) -> str | None:
         return None
 
 
-def _records_list(ctx: BotContext, ref: ModalRef) -> bool:
-    step = ctx.service.plan_of(ctx.service.get_run(ref.run_id)).step(ref.step_id)
-    return bool(step.spec.records and not step.spec.choices)
-
-
-def _cast(
-    ctx: BotContext, callback: CallbackId, ref: ModalRef, user: str, values: dict[str, Any], records: bool
-) -> str:
-    """The vote itself; returns what to tell the person afterwards (empty: the thread says it)."""
-    svc = ctx.service
-    reason = str(values.get(str(BlockId.REASON)) or "").strip()
-    rnd, fp = ref.round, ref.fingerprint  # compared with the step's under its row lock
-    if callback == CallbackId.MARK_DONE:
-        choice = values.get(str(BlockId.CHOICE))  # B4: edited by hand, or not done (decides B4b)
-        out = svc.vote_mark_done(ref.run_id, ref.step_id, user, reason, round=rnd, fingerprint=fp, choice=choice)
-        if out.already:
-            return f"You already marked {ref.step_id} done; a person counts once ({out.have} of {out.needed})."
-        return (
-            "" if out.approved else f"Mark done recorded ({out.have} of {out.needed}); another approver must confirm."
-        )
-    if callback == CallbackId.SKIP:
-        skipped = svc.skip(ref.run_id, ref.step_id, user, reason, round=rnd, fingerprint=fp)
-        if skipped.already:
-            return (
-                f"You already voted to skip {ref.step_id}; a person counts once ({skipped.have} of {skipped.needed})."
-            )
-        return (
-            ""
-            if skipped.approved
-            else f"Skip recorded ({skipped.have} of {skipped.needed}); another approver must confirm."
-        )
-    if callback == CallbackId.ABORT:
-        svc.abort(ref.run_id, user, reason)  # operators only (the service checks)
-        return ""
-    if callback == CallbackId.APPROVE:
-        approval = svc.approve(ref.run_id, ref.step_id, user, round=rnd, fingerprint=fp)
-        if approval.already:
-            return f"You already approved {ref.step_id}; a person counts once ({approval.have} of {approval.needed})."
-        if not approval.approved:
-            return f"Approval recorded ({approval.have} of {approval.needed}); waiting for another approver."
-        return ""
-    if callback == CallbackId.DONE:
-        recorded: list[str] | None = modals.parse_groups(values.get(str(BlockId.GROUPS))) if records else None
-        svc.done(ref.run_id, ref.step_id, user, choice=ref.choice or None, recorded=recorded, round=rnd, fingerprint=fp)
-        return ""
-    raise UserError("This form is not one of the bot's.")
-
-
 def _after(ctx: BotContext, client: WebClient, ref: ModalRef, user: str, said: str) -> None:
-    ctx.changed(ref.run_id)
-    ctx.worker.kick(ref.run_id)
+    ctx.engine.changed(ref.run_id)
     if not said:
         return
-    run = ctx.service.get_run(ref.run_id)
+    channel, thread_ts = ctx.engine.thread_of(ref.run_id)
     try:
-        client.chat_postEphemeral(channel=run.channel, user=user, text=said, thread_ts=run.thread_ts)
+        client.chat_postEphemeral(channel=channel, user=user, text=said, thread_ts=thread_ts)
     except SlackApiError as exc:
         log.warning("could not tell %s: %s", user, exc.response.get("error"))
