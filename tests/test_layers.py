@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,6 +81,7 @@ def _breaches(package: str, forbidden: tuple[str, ...]) -> list[str]:
 
 LISTENERS_NEVER = ("bot.store", "bot.runs.worker", "bot.runs.service", "actions", "sqlalchemy", "pyodbc")
 # What listeners may use of the bot: the engine (the one front door), the Block Kit builders, Slack's ids, errors.
+BLOCKS_NEVER = ("sqlalchemy", "pyodbc", "bot.store", "bot.runs.worker", "bot.runs.service", "actions", "slack_sdk")
 LISTENERS_MAY = ("bot.engine", "bot.blocks", "bot.slack_ids", "bot.errors", "bot.listeners")
 
 
@@ -114,3 +117,8 @@ def test_no_module_is_named_like_a_top_level_package_it_would_shadow() -> None:
     top = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     shadows = [str(p.relative_to(ROOT)) for p in ROOT.joinpath("bot").rglob("*.py") if p.stem in top]
     assert shadows == []
+
+
+@pytest.mark.parametrize("module", ["bot.blocks"])
+def test_block_kit_builders_are_pure(module: str) -> None:
+    assert _breaches(module, BLOCKS_NEVER) == []
