@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import Config, config_path, db_url, load_config
 from bot.errors import ExecutionError, UsageError, UserError
-from bot.runs.runbook import Direction, RunOptions
+from bot.runs.runbook import Direction, FailoverHistory, HistoryUnavailable, PastFailover
 
 if TYPE_CHECKING:
     from bot.presenter import Presenter
@@ -165,15 +165,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bot.runs.runbook import format_plan, parse_options, resolve
+    from bot.render.plan import format_plan, format_plan_short
+    from bot.runs.runbook import explain_options, resolve
 
     config = _config(args)
     direction: Direction = "failover" if args.direction == "start" else "failback"
     config.site(args.site)
-    options = parse_options(direction, args.options)
-    source = ""
-    if direction == "failback":
-        options, source = _failback_defaults(config, args.site, args.options, options)
+    options, source = explain_options(direction, args.site, args.options, _failover_history(config))
     plan = dataclasses.replace(resolve(config, direction, args.site, options), options_source=source)
     live = None
     if args.live:
@@ -182,36 +180,36 @@ def cmd_plan(args: argparse.Namespace) -> int:
         config.check_env(winrm=True)
         live = live_values(config, plan)
     if args.short:
-        from bot.runs.runbook import format_plan_short
-
         print(format_plan_short(plan, config), end="")
     else:
         print(format_plan(plan, config, live_values=live))
     return 0
 
 
-def _failback_defaults(config: Config, site: str, given: list[str], options: RunOptions) -> tuple[RunOptions, str]:
-    """Failback defaults to the scope of the last completed failover of the site, when the store has one;
-    with the words that say where the scope came from."""
-    from sqlalchemy.exc import SQLAlchemyError
+def _failover_history(config: Config) -> FailoverHistory:
+    """Earlier failovers of a site for a failback's defaults, read from the state database when there is one
+    (read-only: plan writes nothing and creates no database file)."""
 
-    from bot.runs.service import RunService
-    from bot.store.db import MissingDatabase, Store, shown_url
+    def history(site: str) -> list[PastFailover]:
+        from sqlalchemy.exc import SQLAlchemyError
 
-    if any(o.startswith(("scope=", "storage=")) for o in given):
-        return options, "scope and StorageServers: as given in the command"
-    try:
-        store = Store(db_url(), read_only=True)  # plan writes nothing and creates no database file
-    except MissingDatabase as exc:  # the state database is optional for plan
-        logging.getLogger(__name__).info("%s: failback defaults to scope=all", exc)
-        return options, "scope and StorageServers: no state database of the bot yet, so scope=all"
-    try:
-        return RunService(store, config).explain_options("failback", site, given)
-    except SQLAlchemyError as exc:  # unreachable, or not a failover-bot database yet
-        logging.getLogger(__name__).warning("cannot read %s for failback defaults: %s", shown_url(store.url), exc)
-        return options, "scope and StorageServers: the bot's state database could not be read, so scope=all"
-    finally:
-        store.dispose()
+        from bot.runs.service import RunService
+        from bot.store.db import MissingDatabase, Store, shown_url
+
+        try:
+            store = Store(db_url(), read_only=True)
+        except MissingDatabase as exc:  # the state database is optional for plan
+            logging.getLogger(__name__).info("%s: failback defaults to scope=all", exc)
+            raise HistoryUnavailable("no state database of the bot yet") from None
+        try:
+            return RunService(store, config).failovers_of(site)
+        except SQLAlchemyError as exc:  # unreachable, or not a failover-bot database yet
+            logging.getLogger(__name__).warning("cannot read %s for failback defaults: %s", shown_url(store.url), exc)
+            raise HistoryUnavailable("the bot's state database could not be read") from None
+        finally:
+            store.dispose()
+
+    return history
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_config
-from bot.runs.runbook import format_plan, parse_options, resolve
+from bot.render.plan import format_plan
+from bot.runs.runbook import parse_options, resolve
 from tests.support.paths import EXAMPLE_CONFIG
 
 GOLDEN = Path(__file__).parent / "golden"

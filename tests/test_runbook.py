@@ -9,10 +9,10 @@ import pytest
 
 from bot.config import Config, load_config
 from bot.errors import UsageError
+from bot.render.plan import format_plan
 from bot.runs.runbook import (
     RunbookError,
     RunOptions,
-    format_plan,
     kb_lines,
     load_runbook,
     parse_options,

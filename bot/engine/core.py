@@ -219,7 +219,8 @@ class RunEngine:
 
     def plan(self, args: list[str], user: str, channel: str) -> tuple[list[str], Callable[[], str | None]]:
         """The replies of `/failover plan`, and what shares the full plan as a file (returns Slack's refusal)."""
-        from bot.runs.runbook import format_plan, resolve
+        from bot.render.plan import format_plan
+        from bot.runs.runbook import resolve
 
         if len(args) < 2 or args[0] not in ("start", "failback"):
             raise UsageError("`/failover plan start|failback <site> [options]`")

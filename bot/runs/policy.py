@@ -50,9 +50,18 @@ def check_approver(settings: SlackSettings, user: str, group_members: GroupMembe
 
 
 def approvals_needed(kind: str, risk: str, settings: SlackSettings, action: str = "") -> int:
-    """How many distinct people must approve before the step may run (0: runs by itself)."""
+    """How many distinct people must approve before the step may run (0: runs by itself), under ``settings``."""
+    return needed_approvals(kind, risk, action, settings.destructive_approvals)
+
+
+def needed_approvals(kind: str, risk: str, action: str, destructive_approvals: int) -> int:
+    """THE rule: distinct people who must approve (host/sql) or confirm (manual/wait/check) a step.
+
+    Destructive steps need ``destructive_approvals``; the bot's own read-only probes (host/sql reads and the
+    preflight) need nobody; every other step needs one approval or one person's *Done*.
+    """
     if risk == "destructive":
-        return settings.destructive_approvals
+        return destructive_approvals
     if risk == "read" and (kind in ("host", "sql") or action == "preflight"):
         return 0  # the bot's read-only probes run as soon as the step is reached
     return 1  # one approval, or one person's Done (checks a person confirms included)

@@ -29,7 +29,16 @@ from bot.runs.machine import (
     next_run_state,
     next_step_state,
 )
-from bot.runs.runbook import Plan, ResolvedStep, RunOptions, parse_options, resolve
+from bot.runs.runbook import (
+    PastFailover,
+    Plan,
+    ResolvedStep,
+    RunOptions,
+    explain_options,
+    options_from_stored,
+    resolve,
+    stored_storage,
+)
 from bot.runs.snapshot import RunView, StepView
 from bot.store import audit
 from bot.store.db import Store, as_utc, changed_rows, utcnow
@@ -57,8 +66,7 @@ class ApprovalOutcome:
 
 
 def options_of(run: Run) -> RunOptions:
-    storage = tuple(s for s in run.storage.split(",") if s)
-    return RunOptions(scope=run.scope, storage=storage, rebuilt=run.rebuilt)  # type: ignore[arg-type]
+    return options_from_stored(run.scope, run.storage, run.rebuilt)
 
 
 class RunService:
@@ -164,11 +172,6 @@ class RunService:
 
     # ------------------------------------------------------------------ opening runs
 
-    def default_failback_options(self, site: str) -> RunOptions | None:
-        """Scope and StorageServers of the last completed failover of ``site``."""
-        run = self.last_completed_failover(site)
-        return options_of(run) if run else None
-
     def last_completed_failover(self, site: str) -> Run | None:
         with self.store.read_session() as s:
             return s.scalars(
@@ -188,45 +191,17 @@ class RunService:
 
     def explain_options(self, direction: str, site: str, args: Sequence[str]) -> tuple[RunOptions, str]:
         """The run's options and, for a failback, where its scope and StorageServers came from."""
-        options = parse_options(direction, list(args))  # type: ignore[arg-type]
-        if direction != "failback":
-            return options, ""
-        if any(a.startswith(("scope=", "storage=")) for a in args):
-            return options, "scope and StorageServers: as given in the command"
+        return explain_options(direction, site, args, self.failovers_of)  # type: ignore[arg-type]
+
+    def failovers_of(self, site: str) -> list[PastFailover]:
+        """Every failover of ``site`` on this platform, oldest first (a failback's defaults come from them)."""
         with self.store.read_session() as s:
-            failovers = list(
-                s.scalars(
-                    sa.select(Run)
-                    .where(Run.platform == self.config.platform, Run.direction == "failover", Run.site == site)
-                    .order_by(Run.created_at)
-                )
+            runs = s.scalars(
+                sa.select(Run)
+                .where(Run.platform == self.config.platform, Run.direction == "failover", Run.site == site)
+                .order_by(Run.created_at)
             )
-        completed = [r for r in failovers if r.state == RunState.COMPLETED]
-        previous = completed[-1] if completed else None
-        if previous is not None:
-            options = RunOptions(
-                scope=options_of(previous).scope, storage=options_of(previous).storage, rebuilt=options.rebuilt
-            )
-            source = (
-                f"scope and StorageServers: from {previous.id}, the last completed failover of {site} "
-                f"(scope={previous.scope}" + (f", storage={previous.storage}" if previous.storage else "") + ")"
-            )
-        else:
-            source = (
-                f"scope and StorageServers: no completed failover of {site} is recorded, so scope=all and every "
-                "StorageServer (give scope= or storage= to choose)"
-            )
-        later = [
-            r.id
-            for r in failovers
-            if r.state == RunState.ABORTED and (previous is None or as_utc(r.created_at) > as_utc(previous.created_at))
-        ]
-        if later:
-            source += (
-                f". Warning: {', '.join(later)} (a later failover of {site}) was aborted; its scope is not used: "
-                "check what it changed, and give scope= and storage= if it differs"
-            )
-        return options, source
+            return [PastFailover(r.id, r.state, r.scope, r.storage, as_utc(r.created_at)) for r in runs]
 
     def open_run(self, direction: str, site: str, args: Sequence[str], user: str, channel: str = "") -> Run:
         """Start a failover or failback; StateConflict when the platform already has an active run."""
@@ -254,7 +229,7 @@ class RunService:
                         site=site,
                         partner=plan.partner,
                         scope=options.scope,
-                        storage=",".join(options.storage),
+                        storage=stored_storage(options),
                         rebuilt=options.rebuilt,
                         state=RunState.ACTIVE,
                         initiator=user,

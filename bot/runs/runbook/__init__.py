@@ -1,0 +1,87 @@
+"""Runbooks as data: the packaged failover/failback YAML, loaded, validated and resolved against the configuration.
+
+model (the typed steps and plans), loading (YAML -> validated StepSpecs), options (what a run covers) and
+resolution (a plan for one site); ``from bot.runs.runbook import X`` reaches every public name. The plan's text
+lives with the other renderers, in bot.render.plan.
+"""
+
+from __future__ import annotations
+
+from bot.runs.runbook.loading import ACTIONS, load_runbook, parse_runbook
+from bot.runs.runbook.model import (
+    CONFIRM_TEXT_LIMIT,
+    KINDS,
+    MASTER_RETURNS_AT,
+    ORIGINS,
+    OTP_OWNERS,
+    RISKS,
+    TARGETS,
+    TASK_FILE,
+    VARIANTS,
+    ConsoleObject,
+    Deletion,
+    Plan,
+    ResolvedStep,
+    RunbookError,
+    StepSpec,
+    Target,
+    deletion_line,
+    deletions_confirm_text,
+    kb_lines,
+)
+from bot.runs.runbook.options import (
+    DIRECTIONS,
+    SCOPES,
+    Direction,
+    FailoverHistory,
+    HistoryUnavailable,
+    PastFailover,
+    RunOptions,
+    Scope,
+    check_direction,
+    explain_options,
+    options_from_stored,
+    parse_options,
+    stored_storage,
+)
+from bot.runs.runbook.resolution import completion_note, resolve
+
+__all__ = [
+    "ACTIONS",
+    "CONFIRM_TEXT_LIMIT",
+    "DIRECTIONS",
+    "KINDS",
+    "MASTER_RETURNS_AT",
+    "ORIGINS",
+    "OTP_OWNERS",
+    "RISKS",
+    "SCOPES",
+    "TARGETS",
+    "TASK_FILE",
+    "VARIANTS",
+    "ConsoleObject",
+    "Deletion",
+    "Direction",
+    "FailoverHistory",
+    "HistoryUnavailable",
+    "PastFailover",
+    "Plan",
+    "ResolvedStep",
+    "RunOptions",
+    "RunbookError",
+    "Scope",
+    "StepSpec",
+    "Target",
+    "check_direction",
+    "completion_note",
+    "deletion_line",
+    "deletions_confirm_text",
+    "explain_options",
+    "kb_lines",
+    "load_runbook",
+    "options_from_stored",
+    "parse_options",
+    "parse_runbook",
+    "resolve",
+    "stored_storage",
+]
