@@ -5,18 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bot.errors import FailoverBotError
 from bot.runs import policy
 from bot.runs.runbook.options import Direction, RunOptions
 
-KINDS = ("host", "sql", "manual", "wait", "check")
-RISKS = ("read", "change", "destructive")
-TARGETS = ("as_p", "as_s", "current_master", "ss", "ms", "person", "sites", "db")
-VARIANTS = ("normal", "rebuilt", "any")
-ORIGINS = ("kb", "added", "resolves")
-OTP_OWNERS = ("as_p", "ss", "ms")
+Kind = Literal["host", "sql", "manual", "wait", "check"]
+Risk = Literal["read", "change", "destructive"]
+TargetName = Literal["as_p", "as_s", "current_master", "ss", "ms", "person", "sites", "db"]
+Variant = Literal["normal", "rebuilt", "any"]
+Origin = Literal["kb", "added", "resolves"]
+OtpOwner = Literal["as_p", "ss", "ms"]
+
+KINDS: tuple[str, ...] = get_args(Kind)
+RISKS: tuple[str, ...] = get_args(Risk)
+TARGETS: tuple[str, ...] = get_args(TargetName)
+VARIANTS: tuple[str, ...] = get_args(Variant)
+ORIGINS: tuple[str, ...] = get_args(Origin)
+OTP_OWNERS: tuple[str, ...] = get_args(OtpOwner)
 TASK_FILE = "Failover.UpdateSettingsOnSS"
 
 # From this failback step on, the original AccountServer (AS_P) is expected to be the Master again.
