@@ -134,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
     s = command("serve")
     s.add_argument("--port", type=int, default=3000)
     s.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    s.add_argument(
+        "--role",
+        choices=["all", "web", "worker"],
+        default="all",
+        help="all (default): answer Slack here and execute in a worker process this one supervises; "
+        "web or worker: one of the two, for deployments that run them apart on one database",
+    )
+    s.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by serve for its worker
+    s.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
     s = command("plan")
     s.add_argument("direction", choices=["start", "failback"])
@@ -237,7 +246,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     config.check_env(slack=True, winrm=True, odbc=True)
-    serve(config, port=args.port, host=args.host)
+    serve(config, port=args.port, host=args.host, role=args.role, parent_pid=args.parent_pid, ready_fd=args.ready_fd)
     return 0
 
 

@@ -1,9 +1,15 @@
-"""The bot's runtime: wires the store, service, worker, presenter, reminders and the bolt App into one Runtime."""
+"""The bot's runtime: wires the store, service, worker, presenter, reminders and the bolt App into one Runtime.
+
+A process has one of three roles: ``single`` (everything in one process: tests, the demo), ``web``
+(verifies, records and acknowledges Slack's requests; its changes leave through the hub to the worker
+process) or ``worker`` (executes runs, posts and updates the thread, reminds, watches readiness).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -15,7 +21,7 @@ from bot.config import Config
 from bot.engine import RunEngine
 from bot.engine.fanout import from_worker, kicks
 from bot.errors import ConfigError, ExecutionError
-from bot.hub import ChangeHub
+from bot.hub import KICK, ChangeHub
 from bot.listeners.common import BotContext, GroupDirectory
 from bot.presenter import Presenter, StatusRefresher
 from bot.readiness.watch import ReadinessWatch
@@ -27,6 +33,25 @@ from bot.store.db import Store
 
 log = logging.getLogger(__name__)
 
+Role = Literal["single", "web", "worker"]
+ROLES: tuple[Role, ...] = ("single", "web", "worker")
+
+
+class ForwardingWorker(Worker):
+    """The web process's Worker: it never executes; a kick is published on the hub, which carries it to the
+    worker process. It still reads from hosts for people who asked (one-time passwords), like ``check``.
+    """
+
+    def __init__(self, service: RunService, executor: WinRMExecutor, hub: ChangeHub) -> None:
+        super().__init__(service, executor, notify=hub.publish)
+        self._hub = hub
+
+    def kick(self, run_id: str) -> None:  # type: ignore[override]
+        self._hub.publish(run_id, KICK)
+
+    def recover(self) -> list[str]:
+        raise RuntimeError("the web process does not recover runs: the worker process does")
+
 
 @dataclass
 class Runtime:
@@ -37,13 +62,15 @@ class Runtime:
     client: WebClient
     engine: RunEngine
     context: BotContext
-    app: App
+    app: App | None  # None in the worker process: it answers no Slack request
     executor: WinRMExecutor
     reminders: Reminders
     readiness: ReadinessWatch
     reports: ReportPoster
     refresher: StatusRefresher
     signing_secret: str = ""  # empty in Socket Mode, where Slack does not sign deliveries
+    hub: ChangeHub | None = None
+    role: Role = "single"
 
     def close(self) -> None:
         self.context.close()  # finish what people already clicked; drop pending reads
@@ -68,12 +95,17 @@ def build_runtime(
     api_url: str | None = None,
     post_interval_s: float | None = None,
     socket_mode: bool = False,
+    role: Role = "single",
 ) -> Runtime:
-    """Wire the bot's parts. Secrets and the Slack URL default to the environment."""
+    """Wire the bot's parts for a process of ``role``. Secrets and the Slack URL default to the environment.
+
+    In the web role the hub has no local subscriber (``serve`` adds the link to the worker process); in
+    the worker role no bolt App is built and the signing secret is not needed.
+    """
     token = token if token is not None else cfg.secret("SLACK_BOT_TOKEN")
     signing_secret = signing_secret if signing_secret is not None else cfg.secret("SLACK_SIGNING_SECRET")
     api_url = api_url if api_url is not None else cfg.env("SLACK_API_URL")
-    if not signing_secret and not socket_mode:  # before anything is opened: a clear error, exit 2
+    if not signing_secret and not socket_mode and role != "worker":  # before anything is opened: a clear error, exit 2
         raise ConfigError(config.path, "environment", "SLACK_SIGNING_SECRET is not set (needed to serve HTTP)")
     config.check_slack_api_url(api_url)  # plain http to a non-loopback Slack: ConfigError unless allowed
     own_store = store is None
@@ -95,11 +127,17 @@ def build_runtime(
 
     # The one fan-out of a change: the thread, the reminders, the report, and the worker (but for its own news).
     hub = ChangeHub()
-    hub.subscribe(presenter.sync)
-    hub.subscribe(lambda run_id, what: reminders.refresh(run_id))  # remind about the step now waiting
-    hub.subscribe(lambda run_id, what: reports.after_change(run_id))  # a run that just ended gets its report
-    worker = Worker(service, executor, notify=from_worker(hub.publish))
-    hub.subscribe(kicks(worker))  # last: the thread shows the change before the worker acts on it
+    if role != "web":  # the web process shows, reminds, reports and executes nothing itself: the worker process does
+        hub.subscribe(presenter.sync)
+        hub.subscribe(lambda run_id, what: reminders.refresh(run_id))  # remind about the step now waiting
+        hub.subscribe(lambda run_id, what: reports.after_change(run_id))  # a run that just ended gets its report
+    worker: Worker = (
+        ForwardingWorker(service, executor, hub)
+        if role == "web"
+        else Worker(service, executor, notify=from_worker(hub.publish))
+    )
+    if role != "web":
+        hub.subscribe(kicks(worker))  # last: the thread shows the change before the worker acts on it
     engine = RunEngine(
         config=config,
         store=store,
@@ -114,7 +152,11 @@ def build_runtime(
     )
     ctx = BotContext(engine=engine, client=client)
     try:
-        app = build_app(ctx, token=token, signing_secret=signing_secret, socket_mode=socket_mode)
+        app = (
+            None
+            if role == "worker"
+            else build_app(ctx, token=token, signing_secret=signing_secret, socket_mode=socket_mode)
+        )
     except (ConfigError, ExecutionError):
         readiness.close()
         executor.close()
@@ -134,4 +176,15 @@ def build_runtime(
         reports=reports,
         signing_secret=signing_secret,
         refresher=StatusRefresher(presenter, leads=lambda: reminders.is_leader),
+        hub=hub,
+        role=role,
     )
+
+
+def start_up(runtime: Runtime) -> None:
+    """Reconcile runs left unfinished by a previous process, bring their threads up to date, start reminders."""
+    for line in runtime.engine.start_up():  # recovery, then the active run's change on the hub
+        log.info("recovery: %s", line)
+    runtime.reminders.start()  # sends only on the replica holding the scheduler lock
+    runtime.readiness.start()  # rounds run only on that replica too
+    runtime.refresher.start()  # the active run's status card stays true (paced, one update a minute)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -23,11 +23,15 @@ from waitress.server import create_server
 
 from bot import config as cfg
 from bot.config import Config
-from bot.runtime import Runtime, build_runtime
+from bot.runtime import Runtime, build_runtime, start_up
+from bot.supervisor import WorkerSupervisor, run_worker
+
+__all__ = ["MAX_BODY_BYTES", "HttpBot", "serve", "start_up", "valid_signature", "well_formed", "wsgi_app"]
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
+ServeRole = Literal["all", "web", "worker"]
 MAX_BODY_BYTES = 1 << 20  # Slack's deliveries are a few kB; 1 MiB is ample
 
 
@@ -94,6 +98,7 @@ def _interaction_shaped(payload: object) -> bool:
 
 
 def wsgi_app(runtime: Runtime) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    assert runtime.app is not None, "the worker process answers no Slack request"
     slack = SlackRequestHandler(runtime.app)
 
     def slack_request(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -138,15 +143,6 @@ def wsgi_app(runtime: Runtime) -> Callable[[dict[str, Any], StartResponse], Iter
     return application
 
 
-def start_up(runtime: Runtime) -> None:
-    """Reconcile runs left unfinished by a previous process, bring their threads up to date, start reminders."""
-    for line in runtime.engine.start_up():  # recovery, then the active run's change on the hub
-        log.info("recovery: %s", line)
-    runtime.reminders.start()  # sends only on the replica holding the scheduler lock
-    runtime.readiness.start()  # rounds run only on that replica too
-    runtime.refresher.start()  # the active run's status card stays true (paced, one update a minute)
-
-
 class HttpBot:
     """The bot's HTTP endpoint on a background thread (tests, the demo) or in the foreground (serve)."""
 
@@ -177,13 +173,38 @@ class HttpBot:
             dispatcher.shutdown(cancel_pending=True, timeout=timeout_s)
 
 
-def serve(config: Config, *, port: int = 3000, host: str = "0.0.0.0") -> None:
+def serve(
+    config: Config,
+    *,
+    port: int = 3000,
+    host: str = "0.0.0.0",
+    role: ServeRole = "all",
+    parent_pid: int | None = None,
+    ready_fd: int | None = None,
+) -> None:
+    """Serve the bot. ``all``: this process answers Slack and a worker process it supervises executes;
+    ``web`` and ``worker``: one of the two, for deployments that run them apart (they meet in the database).
+    """
+    if role == "worker":
+        run_worker(config, parent_pid=parent_pid, ready_fd=ready_fd)
+        return
     app_token = cfg.secret("SLACK_APP_TOKEN")
-    runtime = build_runtime(config, socket_mode=bool(app_token))
+    # The worker process loads while this one builds its runtime; it does nothing until released.
+    supervisor = WorkerSupervisor(config.path).start() if role == "all" else None
+    try:
+        runtime = build_runtime(config, socket_mode=bool(app_token), role="web")
+    except BaseException:
+        if supervisor is not None:
+            supervisor.stop()
+        raise
     for risk in config.insecure_allowed() + config.check_slack_api_url(cfg.env("SLACK_API_URL")):
         log.warning("insecure transport allowed by the configuration: %s", risk)  # at every start, on purpose
-    start_up(runtime)
     try:
+        if supervisor is not None:  # the worker recovers unfinished runs before this process answers anyone
+            assert runtime.hub is not None
+            runtime.hub.subscribe(supervisor.forward)
+            supervisor.release()
+        assert runtime.app is not None
         if app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -194,4 +215,6 @@ def serve(config: Config, *, port: int = 3000, host: str = "0.0.0.0") -> None:
             log.info("serving HTTP on %s:%d (POST /slack/events, GET /healthz)", host, port)
             bot.server.run()
     finally:
-        runtime.close()
+        runtime.close()  # finish what people already clicked (recorded), then stop the worker
+        if supervisor is not None:
+            supervisor.stop()

@@ -45,8 +45,11 @@ Route = Literal["first", "second", "both", "alternate"]
 class ServeProcess:
     """One ``failover-bot serve`` process on a fixed loopback port; SIGKILL it and start it again at will."""
 
-    def __init__(self, name: str, config_path: Path, port: int, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, config_path: Path, port: int, env: dict[str, str], log_dir: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
+        self.args = args  # e.g. ("--role", "web")
         self.config_path = config_path
         self.port = port
         self.env = env
@@ -79,6 +82,7 @@ class ServeProcess:
                     str(self.port),
                     "--host",
                     "127.0.0.1",
+                    *self.args,
                 ],
                 cwd=ROOT,
                 env=self.env,
@@ -257,6 +261,7 @@ def served(
     db_url: str | None = None,
     people: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[Served]:
     """The simulated platform and the Slack stand-in here, ``replicas`` bot processes on one database.
 
@@ -272,7 +277,8 @@ def served(
         store = Store(db_url)  # migrates once, before any replica starts
         env = _bot_env(config_path, slack, db_url, platform.odbc_env())
         procs = [
-            ServeProcess(f"bot-{i + 1}", config_path, free_port(), env, tmp_path / "logs") for i in range(replicas)
+            ServeProcess(f"bot-{i + 1}", config_path, free_port(), env, tmp_path / "logs", serve_args)
+            for i in range(replicas)
         ]
         h = Served(
             loaded,
