@@ -27,6 +27,7 @@ import http.client
 import logging
 import math
 import multiprocessing
+import os
 import statistics
 import sys
 import threading
@@ -161,9 +162,13 @@ class Bench:
     # ---- click bursts through a whole failover and failback
 
     def clicks(self, concurrency: int, samples: int, run_id: str) -> Stats:
+        """Bursts on the step that waits. A card whose button opens a modal (a deletion approved with its
+        DELETE/KEEP list, B25's list) or that does not show the button yet is handled by the people the
+        sandbox rehearsal plays (views.open, then view_submission), never a failure of the benchmark."""
         from bot.runs.machine import StepState
-        from bot.runs.worker import bot_executes
-        from bot.slack_ids import ActionId, ButtonRef
+        from bot.runs.rules import bot_executes
+        from bot.slack_ids import ActionId
+        from sandbox.rehearsal import RehearsalError
 
         rh = self.rh
         stats = Stats("click", concurrency, [], Counter())
@@ -176,17 +181,17 @@ class Bench:
             step = cur.step
             if cur.state == StepState.FAILED:
                 raise RuntimeError(f"{step.id} failed: {cur.row.error}")
-            action, value = ActionId.APPROVE, None
+            action = ActionId.APPROVE
             if cur.state == StepState.AWAITING_APPROVAL and not (step.risk == "destructive" or bot_executes(step)):
                 action = ActionId.DONE
             elif cur.state == StepState.APPROVED and not bot_executes(step):
                 action = ActionId.DONE
-            if action == ActionId.DONE and step.spec.choices:
-                value = ButtonRef(run_id, step.id, cur.row.attempt, step.spec.choices[0]).encode()
-            message, action_id = self._message_with(run_id, step.id, str(action), value)
-            if action_id.endswith(":modal"):  # a form (a deletion, B25's list): people fill it in, not a burst
-                rh.act_once(run_id, cur, approvers)
+            choice = step.spec.choices[0] if action == ActionId.DONE and step.spec.choices else None
+            found = self._button(run_id, step.id, str(action), choice)
+            if found is None or found[1].endswith(":modal"):
+                rh.act_once(run_id, cur, approvers)  # a modal, or a card not (yet) showing the button
                 continue
+            message, action_id, value = found
             first = CAROL if cur.approvers and cur.approvers[0] == BOB else BOB
             order = [first, *(a for a in approvers if a != first)]
             batch = [self.sign_click(order[i % 2], message, action_id, value) for i in range(concurrency)]
@@ -194,38 +199,80 @@ class Bench:
             for code, seconds in self.burst(batch):
                 stats.statuses[code] += 1
                 stats.latencies.append(seconds)
-            rh.wait_until(f"{step.id} to move on", partial(rh._moved, run_id, step.id, before))
+            try:
+                rh.wait_until(f"{step.id} to move on", partial(rh._moved, run_id, step.id, before), timeout=10)
+            except RehearsalError:  # every click was refused (the card changed under it): people act instead
+                rh.act_once(run_id, rh.settled(run_id).current, approvers)
         raise RuntimeError(f"{run_id} did not finish")
 
-    def _message_with(self, run_id: str, step_id: str, action: str, value: str | None) -> tuple[Any, str]:
-        """The step's card once it shows the button, and the button's action_id (``step_done:<choice>``)."""
+    def _button(self, run_id: str, step_id: str, action: str, choice: str | None) -> tuple[Any, str, str] | None:
+        """The step's card once it shows the button: (message, action_id, value); None after a few seconds.
+
+        Buttons are matched on their action_id (``step_done:<choice>``, ``step_approve:modal``), never on a
+        value rebuilt here: the value carries the card's round and fingerprint.
+        """
         from sandbox.people import buttons
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 5
         while True:
             msg = self.rh.message_of(run_id, step_id)
-            found = [
-                b
-                for b in buttons(msg.blocks)
-                if b.action_id.split(":", 1)[0] == action and (value is None or b.value == value)
-            ]
-            if found:
-                return msg, found[0].action_id
+            for b in buttons(msg.blocks):
+                base, _, suffix = b.action_id.partition(":")
+                if base == action and (choice is None or suffix == choice):
+                    return msg, b.action_id, b.value
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no {action} button on {step_id}'s card")
+                return None
             time.sleep(0.01)
 
+    # ---- while a big run executes
 
-def measure(concurrency: int, samples: int, ctx: multiprocessing.context.SpawnContext) -> list[Stats]:
+    def stale_clicks(self, concurrency: int, button: tuple[Any, str, str]) -> list[tuple[int, float]]:
+        """A burst of clicks on a card the run has left behind: each is verified, deduplicated, recorded and
+        acknowledged, then refused in the background (the step is no longer waiting)."""
+        message, action_id, value = button
+        batch = [self.sign_click((BOB, CAROL)[i % 2], message, action_id, value) for i in range(concurrency)]
+        return self.burst(batch)
+
+
+def _loader(ctx: multiprocessing.context.SpawnContext, url: str) -> tuple[Connection, Any]:
+    parent, child = ctx.Pipe()
+    loader = ctx.Process(target=load_process, args=(child, f"{url}/slack/events"), daemon=True)
+    loader.start()
+    return parent, loader
+
+
+def _stop_loader(parent: Connection, loader: Any) -> None:
+    parent.send(None)
+    loader.join(30)
+    if loader.is_alive():
+        loader.terminate()
+
+
+def _pin(b: Any, loader: Any, pin_serve: set[int] | None) -> str:
+    """Pin serve's processes to ``pin_serve`` and everything else to the other CPUs; say what was done."""
+    from bench.served import pin, process_tree
+
+    if not pin_serve:
+        return "contended: serve, the platform, the Slack stand-in and the load share every CPU"
+    others = set(range(os.cpu_count() or 1)) - pin_serve or pin_serve
+    pin(process_tree(b.serve.proc.pid), pin_serve)
+    pin([os.getpid(), b.platform.proc.pid, loader.pid], others)
+    return f"serve pinned to CPU {sorted(pin_serve)}, everything else to CPU {sorted(others)}"
+
+
+def measure(
+    concurrency: int, samples: int, ctx: multiprocessing.context.SpawnContext, pin_serve: set[int] | None = None
+) -> tuple[list[Stats], str]:
+    """Alone: ``status`` while the example platform's failover waits on F1, then click bursts through a whole
+    failover and failback of the example platform."""
     from bench.platforms import site_hosts
     from bench.served import served_bot
 
     with served_bot(None, prefix="bench-ack-") as b:
         rh = b.rh
-        parent, child = ctx.Pipe()
-        loader = ctx.Process(target=load_process, args=(child, f"{b.url}/slack/events"), daemon=True)
-        loader.start()
+        parent, loader = _loader(ctx, b.url)
         try:
+            note = _pin(b, loader, pin_serve)
             bench = Bench(rh, parent, b.url)
             for host in site_hosts(b.config_path, "site-a"):
                 rh.faults(host, refuse=True)
@@ -245,25 +292,110 @@ def measure(concurrency: int, samples: int, ctx: multiprocessing.context.SpawnCo
                 if state != "completed":
                     print(f"note: {view_id} ended {state}")
         finally:
-            parent.send(None)
-            loader.join(30)
-            if loader.is_alive():
-                loader.terminate()
-    return results
+            _stop_loader(parent, loader)
+    return results, note
+
+
+def measure_during_run(
+    concurrency: int,
+    servers: int,
+    latency_ms: int,
+    ctx: multiprocessing.context.SpawnContext,
+    pin_serve: set[int] | None = None,
+) -> tuple[list[Stats], str]:
+    """While a ``servers``+``servers`` failover and failback execute (people clicking through them as fast
+    as they can on another thread), bursts of ``status`` and bursts of clicks on a card the run has left
+    behind, one after the other until the run ends."""
+    from bench.platforms import site_hosts
+    from bench.served import served_bot
+    from bot.runs.rules import bot_executes
+
+    with served_bot(servers, prefix="bench-ack-run-") as b:
+        rh = b.rh
+        parent, loader = _loader(ctx, b.url)
+        try:
+            note = _pin(b, loader, pin_serve)
+            bench = Bench(rh, parent, b.url)
+            site_a, site_b = site_hosts(b.config_path, "site-a"), site_hosts(b.config_path, "site-b")
+            for host in site_b:
+                rh.faults(host, latency_ms=latency_ms)
+            for host in site_a:
+                rh.faults(host, latency_ms=latency_ms, refuse=True)
+            fo = rh.start(ALICE, "start site-a")
+            cur = rh.settled(fo).current
+            assert cur is not None and bot_executes(cur.step)
+            stale = bench._button(fo, cur.step.id, "step_approve", None)
+            assert stale is not None, f"no Approve on {cur.step.id}'s card"
+            done = threading.Event()
+            failure: list[BaseException] = []
+
+            def drive() -> None:
+                try:
+                    rh.run_through(fo, initiator=ALICE, approvers=(BOB, CAROL))
+                    for host in site_a:
+                        rh.faults(host, latency_ms=latency_ms)
+                    fb = rh.start(ALICE, "failback site-a")
+                    rh.run_through(fb, initiator=ALICE, approvers=(BOB, CAROL))
+                except BaseException as exc:  # noqa: BLE001 - reported after the measurement
+                    failure.append(exc)
+                finally:
+                    done.set()
+
+            driver = threading.Thread(target=drive, name="people", daemon=True)
+            started = time.monotonic()
+            driver.start()
+            status = Stats("status*", concurrency, [], Counter())
+            click = Stats("click*", concurrency, [], Counter())
+            users = [ALICE, BOB, CAROL]
+            while not done.is_set():
+                batch = [bench.sign(users[i % 3], lambda p: p.command("status")) for i in range(concurrency)]
+                for code, seconds in bench.burst(batch):
+                    status.statuses[code] += 1
+                    status.latencies.append(seconds)
+                for code, seconds in bench.stale_clicks(concurrency, stale):
+                    click.statuses[code] += 1
+                    click.latencies.append(seconds)
+            driver.join(600)
+            wall = time.monotonic() - started
+            if failure:
+                raise RuntimeError(f"the run under load failed: {failure[0]!r}")
+            note += f"; the {servers}+{servers} failover + failback took {wall:.1f} s under this load"
+        finally:
+            _stop_loader(parent, loader)
+    return [status, click], note
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--samples", type=int, default=200, help="status requests per concurrency level")
+    parser.add_argument(
+        "--during-run", type=int, default=0, metavar="N", help="also measure while an N+N run executes (e.g. 50)"
+    )
+    parser.add_argument("--latency-ms", type=int, default=20, help="WinRM latency of the run under load")
+    parser.add_argument("--pin-serve", type=int, nargs="*", default=None, metavar="CPU", help="e.g. --pin-serve 1")
+    parser.add_argument("--skip-alone", action="store_true", help="only the measurement during a run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     ctx = multiprocessing.get_context("spawn")
+    pin_serve = set(args.pin_serve) if args.pin_serve else None
     print("acknowledgement latency of `failover-bot serve`, new TCP connection per request, separate load process")
+    print("(* = measured while a whole failover + failback executes)")
     print(HEADER, flush=True)
+    notes: list[str] = []
     for c in args.concurrency:
-        for stats in measure(c, args.samples, ctx):
-            print(stats.row(), flush=True)
+        if not args.skip_alone:
+            rows, note = measure(c, args.samples, ctx, pin_serve)
+            for stats in rows:
+                print(stats.row(), flush=True)
+            notes.append(f"{c} alone: {note}")
+        if args.during_run:
+            rows, note = measure_during_run(c, args.during_run, args.latency_ms, ctx, pin_serve)
+            for stats in rows:
+                print(stats.row(), flush=True)
+            notes.append(f"{c} during the run: {note}")
+    for note in notes:
+        print(f"  {note}")
     return 0
 
 

@@ -4,7 +4,8 @@ This process runs the simulated platform with N StorageServers per site (default
 20 ms latency per WinRM request) and the loopback Slack stand-in; ``failover-bot serve`` runs as a
 child process on a free loopback port with its own SQLite database; three people in this process drive
 a failover and a failback through the child's HTTP endpoint with signed requests. VmRSS (and VmHWM,
-the peak) is read from ``/proc/<pid>/status`` every 50 ms.
+the peak) is read from ``/proc/<pid>/status`` every 50 ms and summed over every process ``serve`` runs
+(the web process and the worker process it supervises).
 
 Usage: ``.venv/bin/python bench/memory.py [--servers 50] [--latency-ms 20] [--idle-s 5]``.
 """
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.platforms import site_hosts, write_platform  # noqa: E402
+from bench.served import process_tree, tree_rss_kib  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.runtime import build_runtime  # noqa: E402
 from bot.store.db import Store  # noqa: E402
@@ -67,7 +69,7 @@ class Sampler:
     def _loop(self) -> None:
         while not self._stop.wait(0.05):
             try:
-                self.samples.append((time.monotonic(), rss_kib(self.pid)[0]))
+                self.samples.append((time.monotonic(), tree_rss_kib(self.pid)))  # serve + its worker
             except (OSError, KeyError):
                 return
 
@@ -201,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             t_run = time.monotonic()
             time.sleep(1.0)
             t_after = time.monotonic()
-            hwm = rss_kib(child.pid)[1]
+            hwm = sum(rss_kib(pid)[1] for pid in process_tree(child.pid))
+            procs = len(process_tree(child.pid))
         finally:
             sampler.stop()
             child.terminate()
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in (("idle (after start-up)", idle), ("during the run", run), ("after the run", after)):
             if values:
                 print(f"{name:<22}{len(values):>8}{mib(min(values)):>9}{mib(max(values)):>9}")
-        print(f"peak VmHWM: {mib(hwm)} MiB")
+        print(f"peak VmHWM summed over serve's {procs} processes (web + worker): {mib(hwm)} MiB")
     return 0
 
 

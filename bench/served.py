@@ -48,7 +48,9 @@ from tests.support.platform import TEST_WINRM_PASSWORD, TEST_WINRM_USER, free_po
 from tests.support.serve_process import ReplicaPerson, Served, ServeProcess, _bot_env  # noqa: E402
 
 PEOPLE = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
-WinRMRequest = tuple[float, str, bool]  # (arrival, epoch seconds; host; refused: the host was "down")
+# (arrival, epoch seconds; host; refused: the host was "down"; fresh: the first request on a new connection,
+# which pays faults.json's handshake_ms, standing for the NTLM/Kerberos authentication of a connection)
+WinRMRequest = tuple[float, str, bool, bool]
 
 
 # --------------------------------------------------------------------------- the platform's own process
@@ -65,14 +67,14 @@ def _platform_main(config_path: str, state_dir: str, conn: Connection) -> None:
     def noted_post(self: Any) -> None:
         route = self.server.routes.get(self.path.split("?", 1)[0].rstrip("/").lower())
         if route is not None:
-            seen.append((time.time(), route.state.name, False))
+            seen.append((time.time(), route.state.name, False, bool(getattr(self, "fresh", False))))
         do_post(self)
 
     def noted_verify(self: Any, request: Any, client_address: Any) -> bool:
         ok = bool(verify(self, request, client_address))
         if not ok:
             for route in self.routes.values():
-                seen.append((time.time(), route.state.name, True))
+                seen.append((time.time(), route.state.name, True, False))
         return ok
 
     endpoint._Handler.do_POST = noted_post  # type: ignore[method-assign]
@@ -151,6 +153,98 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds ``pid`` (all its threads) has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (``serve`` and the worker process it supervises)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its living children (a child that died takes its seconds with it)."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS summed over ``pid`` and its children, in KiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def tree_pss_kib(pid: int) -> int:
+    """Proportional set size summed over ``pid``'s tree (shared pages split between the processes), in KiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+class TreeSampler:
+    """Samples the summed RSS (and counts the processes) of ``serve``'s tree every ``every_s`` seconds."""
+
+    def __init__(self, pid: int, every_s: float = 0.05) -> None:
+        import threading
+
+        self.pid = pid
+        self.every_s = every_s
+        self.peak_kib = 0
+        self.peak_pss_kib = 0
+        self.samples: list[tuple[float, int, int]] = []  # (time, KiB, processes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            kib, procs = tree_rss_kib(self.pid), len(process_tree(self.pid))
+            self.samples.append((time.monotonic(), kib, procs))
+            self.peak_kib = max(self.peak_kib, kib)
+            if len(self.samples) % 10 == 0:  # smaps_rollup costs more to read: every tenth sample
+                self.peak_pss_kib = max(self.peak_pss_kib, tree_pss_kib(self.pid))
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Restrict each of ``pids`` (every thread) to ``cpus`` (sched_setaffinity, like ``taskset -a -p``)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except OSError:
+                continue
 
 
 def write_bench_config(directory: Path, servers: int | None) -> Path:
