@@ -144,7 +144,7 @@ def test_a_failback_that_left_mirroring_disabled_says_so(tmp_path: Path) -> None
 def test_the_timeline_is_drawn_by_a_child_process_and_never_loaded_here(tmp_path: Path) -> None:
     script = """
 import json, subprocess, sys
-from bot import timeline
+from bot.render import timeline
 calls = []
 real = subprocess.run
 def spy(args, **kw):
@@ -161,7 +161,7 @@ print(json.dumps({"png": png[:8].hex(), "size": len(png), "calls": calls,
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert bytes.fromhex(out["png"]) == PNG and out["size"] > 5000
-    assert out["calls"] == [[sys.executable, "-m", "bot.timeline"]]
+    assert out["calls"] == [[sys.executable, "-m", "bot.render.timeline"]]
     assert out["loaded"] == []  # the process that asked for the picture never imported matplotlib
 
 

@@ -1,1 +1,3 @@
-"""Text renderers: the plan as ``failover-bot plan`` prints it, and the run's report."""
+"""Renderers of the run for people: the plan as text, the report as Markdown, its Slack summary and its picture."""
+
+from __future__ import annotations

@@ -1,7 +1,7 @@
 """The run's timeline picture (PNG), drawn with matplotlib's Agg backend in a short-lived process.
 
 ``serve`` never imports matplotlib (tens of MB it would keep for its whole life): ``render_png`` starts
-``python -m bot.timeline``, hands it the timeline as JSON on stdin and reads the PNG from stdout.
+``python -m bot.render.timeline``, hands it the timeline as JSON on stdin and reads the PNG from stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class TimelineError(Exception):
 def render_png(timeline: dict[str, Any], *, timeout_s: float = RENDER_TIMEOUT_S) -> bytes:
     """The PNG of ``timeline`` (see ``draw``), drawn in a child process that exits afterwards."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bot.timeline"],
+        [sys.executable, "-m", "bot.render.timeline"],
         input=json.dumps(timeline).encode("utf-8"),
         capture_output=True,
         timeout=timeout_s,
