@@ -49,7 +49,7 @@ def test_verdict_fails_on_one_failed_check(capsys: pytest.CaptureFixture[str], t
     d = Demo(quiet=True)
     d.check("After the failover", "as-b is the Master", True)
     d.check("After the failover", "task files consumed", False, "waiting: Failover.UpdateSettingsOnSS")
-    assert demo._verdict(d, tmp_path, 1.0) == 1
+    assert demo.verdict(d, tmp_path, 1.0) == 1
     out = capsys.readouterr().out
     assert "✓ as-b is the Master" in out and "✗ task files consumed" in out
     assert "waiting: Failover.UpdateSettingsOnSS" in out and "1 of 2 checks failed" in out
@@ -153,6 +153,6 @@ def test_check_in_the_verdict_is_grouped(tmp_path: Path, capsys: pytest.CaptureF
     d = Demo(quiet=True)
     for group, what in (("A", "one"), ("B", "two"), ("A", "three")):
         d.checks.append(Check(group, what, True))
-    assert demo._verdict(d, tmp_path, 0.5) == 0
+    assert demo.verdict(d, tmp_path, 0.5) == 0
     out = capsys.readouterr().out
     assert out.index("  A\n") < out.index("✓ three") < out.index("  B\n")

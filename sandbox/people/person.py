@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
 
+from sandbox.people.screen import Button, ButtonNotFound, FormIncomplete, buttons, input_value, menu_options
 from sandbox.slack_api import BOT_ID, BOT_USER_ID, Ephemeral, FakeSlackApi, Message, OpenView, is_loopback
 
 API_APP_ID = "A0FAILOVER"
@@ -39,81 +40,6 @@ class Delivery:
 
     body: str
     headers: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Button:
-    """A button found in a message's blocks."""
-
-    block_id: str
-    action_id: str
-    text: str
-    value: str | None
-    style: str | None
-
-    def describe(self) -> str:
-        value = f" value={self.value!r}" if self.value is not None else ""
-        return f"{self.action_id} ({self.text!r}{value})"
-
-
-def buttons(blocks: list[dict[str, Any]]) -> list[Button]:
-    """Every button in ``blocks``: actions elements and section accessories, in order."""
-    found: list[Button] = []
-    for block in blocks:
-        candidates = list(block.get("elements", [])) if block.get("type") == "actions" else []
-        if isinstance(block.get("accessory"), dict):
-            candidates.append(block["accessory"])
-        for element in candidates:
-            if isinstance(element, dict) and element.get("type") == "button":
-                found.append(
-                    Button(
-                        block_id=str(block.get("block_id", "")),
-                        action_id=str(element.get("action_id", "")),
-                        text=str(element.get("text", {}).get("text", "")),
-                        value=element.get("value"),
-                        style=element.get("style"),
-                    )
-                )
-    return found
-
-
-@dataclass(frozen=True)
-class MenuOption:
-    """One option of an overflow menu found in a message's blocks."""
-
-    block_id: str
-    action_id: str
-    text: str
-    value: str
-
-
-def menu_options(blocks: list[dict[str, Any]]) -> list[MenuOption]:
-    """Every option of every overflow menu in ``blocks`` (actions elements and accessories), in order."""
-    found: list[MenuOption] = []
-    for block in blocks:
-        candidates = list(block.get("elements", [])) if block.get("type") == "actions" else []
-        if isinstance(block.get("accessory"), dict):
-            candidates.append(block["accessory"])
-        for element in candidates:
-            if isinstance(element, dict) and element.get("type") == "overflow":
-                for option in element.get("options", []):
-                    found.append(
-                        MenuOption(
-                            str(block.get("block_id", "")),
-                            str(element.get("action_id", "")),
-                            str(option.get("text", {}).get("text", "")),
-                            str(option.get("value", "")),
-                        )
-                    )
-    return found
-
-
-class ButtonNotFound(LookupError):
-    """The message has no button (or menu option) with the requested action_id (and value)."""
-
-
-class FormIncomplete(ValueError):
-    """A required input of a modal was left empty: Slack does not let the person submit it."""
 
 
 class SlackPerson:
@@ -254,7 +180,7 @@ class SlackPerson:
             given = values.get(block_id)
             if (given is None or given == "" or given == []) and not block.get("optional"):
                 raise FormIncomplete(f"the modal's required input {block_id!r} is empty")
-            state[block_id] = {str(element.get("action_id", "")): _input_value(element, given)}
+            state[block_id] = {str(element.get("action_id", "")): input_value(element, given)}
         view = {
             **opened.view,
             "id": opened.id,
@@ -437,14 +363,3 @@ class SlackPerson:
             trigger = f"{next(_counter)}.{int(time.time())}.sandbox{self.user_id.lower()}"
         self.last_trigger_id = trigger
         return trigger
-
-
-def _input_value(element: dict[str, Any], given: Any) -> dict[str, Any]:
-    kind = str(element.get("type", ""))
-    options = {str(o.get("value")): o for o in element.get("options", [])}
-    if kind == "checkboxes":
-        chosen = [options[v] for v in (given or []) if v in options]
-        return {"type": kind, "selected_options": chosen}
-    if kind in ("radio_buttons", "static_select"):
-        return {"type": kind, "selected_option": options.get(str(given)) if given is not None else None}
-    return {"type": kind, "value": None if given is None else str(given)}
