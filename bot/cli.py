@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import Config, config_path, db_url, load_config
 from bot.errors import ExecutionError, UsageError, UserError
-from bot.runs.runbook import Direction, FailoverHistory, HistoryUnavailable, PastFailover
+from bot.runs.runbook import FailoverHistory, HistoryUnavailable, PastFailover
 
 if TYPE_CHECKING:
     from bot.presenter import Presenter
@@ -175,13 +174,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from bot.render.plan import format_plan, format_plan_short
-    from bot.runs.runbook import explain_options, resolve
+    from bot.runs.runbook import direction_of, plan_for_command
 
     config = _config(args)
-    direction: Direction = "failover" if args.direction == "start" else "failback"
-    config.site(args.site)
-    options, source = explain_options(direction, args.site, args.options, _failover_history(config))
-    plan = dataclasses.replace(resolve(config, direction, args.site, options), options_source=source)
+    plan = plan_for_command(config, direction_of(args.direction), args.site, args.options, _failover_history(config))
     live = None
     if args.live:
         from actions.preflight import live_values

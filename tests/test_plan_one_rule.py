@@ -185,3 +185,15 @@ def test_the_plan_text_lives_with_the_renderers() -> None:
         defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         if path.startswith("bot/runs/"):
             assert not defined & {"format_plan", "format_plan_short", "mask_guids"}, path
+
+
+def test_the_plan_a_command_asks_for_is_made_in_one_place() -> None:
+    """`failover-bot plan`, `/failover plan` and opening a run all call runbook.plan_for_command: only it joins
+    the options, a failback's defaults and where they came from into a plan."""
+    joins = [
+        path
+        for path, tree in _product_sources().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg == "options_source"
+    ]
+    assert sorted(set(joins)) == ["bot/runs/runbook/resolution.py"]

@@ -7,7 +7,6 @@ it there. What leaves the engine is text, Block Kit and plain values, never data
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from bot.config import Config
 from bot.engine.fanout import Publish
 from bot.errors import PermissionDenied, StateConflict, UsageError, UserError
 from bot.runs import policy
+from bot.runs.runbook import command_word
 from bot.runs.service import RunService
 from bot.slack_ids import ActionId, BlockId, ButtonRef, CallbackId, ModalRef
 from bot.store import audit
@@ -165,7 +165,7 @@ class RunEngine:
 
     def open_run(self, direction: str, args: list[str], user: str, channel: str) -> Opened:
         """Open a run and post its status card; without a thread there is no run (it is closed again)."""
-        word = "start" if direction == "failover" else "failback"
+        word = command_word(direction)
         if not args:
             raise UsageError(f"Which site? `/failover {word} <site>`; sites: {', '.join(sorted(self.config.sites))}")
         site, options = args[0], args[1:]
@@ -220,14 +220,12 @@ class RunEngine:
     def plan(self, args: list[str], user: str, channel: str) -> tuple[list[str], Callable[[], str | None]]:
         """The replies of `/failover plan`, and what shares the full plan as a file (returns Slack's refusal)."""
         from bot.render.plan import format_plan
-        from bot.runs.runbook import resolve
+        from bot.runs.runbook import COMMAND_WORDS, direction_of, plan_for_command
 
-        if len(args) < 2 or args[0] not in ("start", "failback"):
+        if len(args) < 2 or args[0] not in COMMAND_WORDS:
             raise UsageError("`/failover plan start|failback <site> [options]`")
-        direction = "failover" if args[0] == "start" else "failback"
-        self.config.site(args[1])
-        options, source = self.service.explain_options(direction, args[1], args[2:])
-        plan = dataclasses.replace(resolve(self.config, direction, args[1], options), options_source=source)  # type: ignore[arg-type]
+        direction = direction_of(args[0])
+        plan = plan_for_command(self.config, direction, args[1], args[2:], self.service.failovers_of)
         # One line per step, never cut off; the full detail is `failover-bot plan` (response_url takes 5 posts).
         replies = chunks(plan_summary(plan, self.config, " ".join(args)))
         if len(replies) > 5:

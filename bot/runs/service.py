@@ -36,6 +36,7 @@ from bot.runs.runbook import (
     RunOptions,
     explain_options,
     options_from_stored,
+    plan_for_command,
     resolve,
     stored_storage,
 )
@@ -186,9 +187,6 @@ class RunService:
                 .limit(1)
             ).first()
 
-    def resolve_options(self, direction: str, site: str, args: Sequence[str]) -> RunOptions:
-        return self.explain_options(direction, site, args)[0]
-
     def explain_options(self, direction: str, site: str, args: Sequence[str]) -> tuple[RunOptions, str]:
         """The run's options and, for a failback, where its scope and StorageServers came from."""
         return explain_options(direction, site, args, self.failovers_of)  # type: ignore[arg-type]
@@ -207,9 +205,8 @@ class RunService:
         """Start a failover or failback; StateConflict when the platform already has an active run."""
         if direction not in PREFIX:
             raise UsageError(f"unknown direction {direction!r}")
-        self.config.site(site)
-        options = self.resolve_options(direction, site, args)
-        plan = resolve(self.config, direction, site, options)  # type: ignore[arg-type]
+        plan = plan_for_command(self.config, direction, site, args, self.failovers_of)  # type: ignore[arg-type]
+        options = plan.options
         now = self.clock()
         for _attempt in range(10):
             try:

@@ -30,6 +30,7 @@ from bot.runs.runbook.model import (
     kb_lines,
 )
 from bot.runs.runbook.options import (
+    COMMAND_WORDS,
     DIRECTIONS,
     SCOPES,
     Direction,
@@ -39,15 +40,18 @@ from bot.runs.runbook.options import (
     RunOptions,
     Scope,
     check_direction,
+    command_word,
+    direction_of,
     explain_options,
     options_from_stored,
     parse_options,
     stored_storage,
 )
-from bot.runs.runbook.resolution import completion_note, resolve
+from bot.runs.runbook.resolution import completion_note, plan_for_command, resolve
 
 __all__ = [
     "ACTIONS",
+    "COMMAND_WORDS",
     "CONFIRM_TEXT_LIMIT",
     "DIRECTIONS",
     "KINDS",
@@ -73,15 +77,18 @@ __all__ = [
     "StepSpec",
     "Target",
     "check_direction",
+    "command_word",
     "completion_note",
     "deletion_line",
     "deletions_confirm_text",
+    "direction_of",
     "explain_options",
     "kb_lines",
     "load_runbook",
     "options_from_stored",
     "parse_options",
     "parse_runbook",
+    "plan_for_command",
     "resolve",
     "stored_storage",
 ]

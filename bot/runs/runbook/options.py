@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Literal, cast
 
 from bot.errors import UsageError
@@ -15,6 +16,21 @@ Scope = Literal["all", "account", "storage"]
 
 DIRECTIONS: tuple[str, ...] = ("failover", "failback")
 SCOPES: tuple[str, ...] = ("all", "account", "storage")
+# The word people type (`/failover start`, `failover-bot plan start`) -> the runbook it runs.
+COMMAND_WORDS: Mapping[str, Direction] = MappingProxyType({"start": "failover", "failback": "failback"})
+
+
+def direction_of(word: str) -> Direction:
+    """The direction a command word asks for: ``start`` -> failover, ``failback`` -> failback."""
+    try:
+        return COMMAND_WORDS[word]
+    except KeyError:
+        raise UsageError(f"unknown command {word!r}: use start or failback") from None
+
+
+def command_word(direction: str) -> str:
+    """The word people type for ``direction``: failover -> ``start``."""
+    return next(word for word, d in COMMAND_WORDS.items() if d == direction)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -21,7 +22,7 @@ from bot.runs.runbook.model import (
     Target,
     deletion_line,
 )
-from bot.runs.runbook.options import Direction, RunOptions, check_options
+from bot.runs.runbook.options import Direction, FailoverHistory, RunOptions, check_options, explain_options
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ class _HostView:
     @classmethod
     def of(cls, host: Host) -> _HostView:
         return cls(host.name, host.endpoint, host.address, str(host.port))
+
+
+def plan_for_command(
+    config: Config, direction: Direction, site: str, args: Sequence[str], history: FailoverHistory
+) -> Plan:
+    """THE plan a command asks for (``plan``, ``/failover plan``, ``/failover start|failback``): the site checked,
+    the options parsed with a failback's defaults from ``history``, and where its scope came from."""
+    config.site(site)
+    options, source = explain_options(direction, site, args, history)
+    return dataclasses.replace(resolve(config, direction, site, options), options_source=source)
 
 
 def resolve(config: Config, direction: Direction, site: str, options: RunOptions) -> Plan:
