@@ -61,7 +61,8 @@ class Presenter:
         self.client = client
         self.clock = clock
         self.refresh_s = refresh_s  # the status card of an active run is re-rendered about this often
-        self._refreshed: dict[str, datetime] = {}  # run -> when its status card was last rendered
+        self._refreshed: dict[str, datetime] = {}  # run -> the time its status card last showed ("as of")
+        self._due: set[str] = set()  # runs whose status card is due a fresh time (the paced refresh)
         self._refused: dict[str, dict[str, str]] = {}  # run -> step -> Slack's error for its refused message
         self._links: dict[str, str] = {}  # message ts -> permalink
         self.pacer = ChannelPacer(post_interval_s)
@@ -91,7 +92,7 @@ class Presenter:
         return str(resp["ts"])
 
     def _update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        digest = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
+        digest = card_digest(blocks)
         if self._rendered.get(ts) == digest:
             return  # coalesced: nothing changed since the last update
         self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
@@ -135,6 +136,9 @@ class Presenter:
 
     def _status_card(self, view: RunView, now: datetime) -> list[dict[str, Any]]:
         self._refreshed[view.run.id] = now
+        return self._status_blocks(view, now, self.left(view))
+
+    def _status_blocks(self, view: RunView, now: datetime, left: str | None) -> list[dict[str, Any]]:
         refused = self._refused.get(view.run.id, {})
         problems = [
             f"Slack refused the message of step {step} (`{escape(error)}`): its buttons are not shown. "
@@ -144,7 +148,7 @@ class Presenter:
         return status_card(
             view,
             now,
-            self.left(view),
+            left,
             settings=self.service.config.slack,
             links=self._step_links(view),
             problems=problems,
@@ -172,9 +176,10 @@ class Presenter:
             run = view.run
             if run.thread_ts is not None:
                 return run.thread_ts
-            ts = self.post(run.channel, direction_title(view), self._status_card(view, self.clock()))
+            blocks = self._status_card(view, self.clock())
+            ts = self.post(run.channel, direction_title(view), blocks)
             self.service.set_thread(run_id, run.channel, ts)
-            self._rendered[ts] = ""
+            self._rendered[ts] = card_digest(blocks)
             return ts
 
     def refresh(self) -> bool:
@@ -188,6 +193,8 @@ class Presenter:
         last = self._refreshed.get(run.id)
         if last is not None and (self.clock() - last).total_seconds() < self.refresh_s:
             return False
+        with self._guard:
+            self._due.add(run.id)
         self.sync(run.id, "refresh")
         return True
 
@@ -199,10 +206,11 @@ class Presenter:
         now = self.clock()
         title = direction_title(view)
         if run.thread_ts is None:
-            ts = self.post(run.channel, title, self._status_card(view, now))
+            blocks = self._status_card(view, now)
+            ts = self.post(run.channel, title, blocks)
             self.service.set_thread(run_id, run.channel, ts)
             view = self.service.view(run_id)
-            self._rendered[ts] = ""
+            self._rendered[ts] = card_digest(blocks)
         thread = view.run.thread_ts
         assert thread is not None
         settings = self.service.config.slack
@@ -224,12 +232,30 @@ class Presenter:
                     continue
                 self._refused.get(run_id, {}).pop(sv.step.id, None)
                 self.service.set_message_ts(run_id, sv.step.id, ts)
-                self._rendered[ts] = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
+                self._rendered[ts] = card_digest(blocks)
             elif not sv.row.message_ts.startswith("posting"):
                 self._update(run.channel, sv.row.message_ts, text, blocks)
             self._announce(view, sv)
-        self._update(run.channel, thread, title, self._status_card(self.service.view(run_id), now))
+        self._update_status_card(run_id, thread, title, now)
         self._announce_run(view)
+
+    def _update_status_card(self, run_id: str, thread: str, title: str, now: datetime) -> None:
+        """Update the status card only when more than its clock changed; the paced refresh (``refresh``) moves
+        its times on. Rendered first at the time it last showed: equal to what Slack shows, nothing is sent."""
+        view = self.service.view(run_id)  # again: the loop above may have posted the current step's message
+        left = self.left(view)
+        with self._guard:
+            due = run_id in self._due
+            self._due.discard(run_id)
+        shown = self._refreshed.get(run_id)
+        if (
+            not due
+            and shown is not None
+            and self._rendered.get(thread) == card_digest(self._status_blocks(view, shown, left))
+        ):
+            return  # only the clock moved since the card was last sent
+        self._refreshed[run_id] = now
+        self._update(view.run.channel, thread, title, self._status_blocks(view, now, left))
 
     def _refused_post(self, view: RunView, sv: Any, error: str) -> None:
         """Slack refused a step's message: say so in the thread in plain words and on the status card."""
@@ -289,6 +315,11 @@ class Presenter:
         run = self.service.get_run(run_id)
         if run.channel and run.thread_ts:
             self.post(run.channel, text, thread_ts=run.thread_ts, broadcast=broadcast)
+
+
+def card_digest(blocks: list[dict[str, Any]]) -> str:
+    """A cheap fingerprint of a card's rendered blocks: equal digests, nothing to send."""
+    return hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
 
 
 class StatusRefresher:
