@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from slack_sdk.errors import SlackApiError
@@ -18,8 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from actions import remote
 from actions.preflight import CheckResult, probe_database, probe_host
 from actions.winrm import WinRMExecutor
-from bot.blocks.cards import escape, hhmm
-from bot.presenter import Presenter
+from bot.blocks.kit import escape, hhmm
 from bot.readiness.evaluate import FAIL, PASS, SPLIT_BRAIN, Finding, Roles, judge, server_guid
 from bot.runs.machine import RunState
 from bot.runs.service import RunService
@@ -27,6 +27,13 @@ from bot.store.db import as_utc, changed_rows, utcnow
 from bot.store.models import ReadinessProblem, ReadinessResult, ReadinessRound, Run
 
 log = logging.getLogger(__name__)
+
+
+class Poster(Protocol):
+    """Whoever posts a message in Slack for the watch (the presenter, paced per channel)."""
+
+    def post(self, channel: str, text: str, blocks: Any = None, thread_ts: str | None = None) -> str: ...
+
 
 KEEP = timedelta(days=14)  # rounds (and their results) older than this are deleted after each round
 MAX_LINES = 25  # problems listed in one message; the rest are counted (`/failover readiness` shows all)
@@ -89,7 +96,7 @@ class ReadinessWatch:
     def __init__(
         self,
         service: RunService,
-        presenter: Presenter | None,
+        presenter: Poster | None,
         *,
         executor: remote.Executor | None = None,
         is_leader: Callable[[], bool] = lambda: True,
