@@ -14,8 +14,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks.cards import direction_title, escape, status_card, step_card, step_mentions
+from bot.blocks.kit import escape
+from bot.blocks.status import status_card
+from bot.blocks.step import step_card
 from bot.blocks.text import escape_mrkdwn
+from bot.blocks.who import direction_title, step_mentions
 from bot.runs.estimate import Estimator
 from bot.runs.machine import StepState
 from bot.runs.rules import waits_on_people as waits_on_approvers

@@ -122,3 +122,28 @@ def test_no_module_is_named_like_a_top_level_package_it_would_shadow() -> None:
 @pytest.mark.parametrize("module", ["bot.blocks"])
 def test_block_kit_builders_are_pure(module: str) -> None:
     assert _breaches(module, BLOCKS_NEVER) == []
+
+
+SLACK_LIMITS = {3000, 2900, 2000, 150, 100, 75, 50, 30, 25, 24, 10}  # as bot/blocks/limits.py names them
+
+
+def _limit_literals(path: Path) -> list[str]:
+    """Slack limits written as numbers where a builder cuts text or lists (slices and call arguments)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        bounds: list[ast.expr | None] = []
+        if isinstance(node, ast.Slice):
+            bounds = [node.upper]
+        elif isinstance(node, ast.Call):
+            bounds = [*node.args, *(k.value for k in node.keywords)]
+        for bound in bounds:
+            if isinstance(bound, ast.Constant) and type(bound.value) is int and bound.value in SLACK_LIMITS:
+                found.append(f"{path.relative_to(ROOT)}:{bound.lineno} uses {bound.value}")
+    return found
+
+
+def test_block_kit_limits_live_once_in_the_bot() -> None:
+    limits = ROOT / "bot" / "blocks" / "limits.py"
+    assert limits.exists()
+    builders = [p for p in _files("bot.blocks") if p != limits]
+    assert [hit for p in builders for hit in _limit_literals(p)] == []

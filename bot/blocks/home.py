@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.blocks.cards import clip, context, escape, hhmm, section
+from bot.blocks.kit import clip, context, escape, hhmm, section
+from bot.blocks.limits import MAX_VIEW_BLOCKS
 
-MAX_HOME_BLOCKS = 100  # Slack's limit for a view
+MAX_HOME_BLOCKS = MAX_VIEW_BLOCKS
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.blocks.cards import delete_keep_block, escape, section
+from bot.blocks.kit import escape, section
+from bot.blocks.limits import INPUT_MAX, LABEL_MAX, MODAL_TITLE_MAX, OPTION_TEXT_MAX, PLACEHOLDER_MAX
+from bot.blocks.step import delete_keep_block
 from bot.runs.snapshot import RunView, StepView
 from bot.slack_ids import BlockId, CallbackId, InputId, ModalRef
 
 REASON_MAX = 2000
-GROUPS_MAX = 3000
+GROUPS_MAX = INPUT_MAX
 
 
-def _plain(text: str, limit: int = 24) -> dict[str, Any]:
+def _plain(text: str, limit: int = MODAL_TITLE_MAX) -> dict[str, Any]:
     return {"type": "plain_text", "text": text[:limit]}
 
 
@@ -24,13 +26,13 @@ def _reason_input(label: str, placeholder: str) -> dict[str, Any]:
     return {
         "type": "input",
         "block_id": str(BlockId.REASON),
-        "label": _plain(label, 2000),
+        "label": _plain(label, LABEL_MAX),
         "element": {
             "type": "plain_text_input",
             "action_id": str(InputId.REASON),
             "multiline": True,
             "max_length": REASON_MAX,
-            "placeholder": _plain(placeholder, 150),
+            "placeholder": _plain(placeholder, PLACEHOLDER_MAX),
         },
     }
 
@@ -102,15 +104,15 @@ def _mark_done_choice(sv: StepView, kind: str) -> list[dict[str, Any]]:
     options = []
     for choice in choices:
         text, description = CHOICE_LABELS.get(choice, (choice.replace("_", " ").capitalize(), ""))
-        option: dict[str, Any] = {"text": _plain(text, 75), "value": choice}
+        option: dict[str, Any] = {"text": _plain(text, OPTION_TEXT_MAX), "value": choice}
         if description:
-            option["description"] = _plain(description, 75)
+            option["description"] = _plain(description, OPTION_TEXT_MAX)
         options.append(option)
     return [
         {
             "type": "input",
             "block_id": str(BlockId.CHOICE),
-            "label": _plain("What happened to this step?", 2000),
+            "label": _plain("What happened to this step?", LABEL_MAX),
             "element": {"type": "radio_buttons", "action_id": str(InputId.CHOICE), "options": options},
         }
     ]
@@ -151,8 +153,8 @@ def done_modal(view: RunView, sv: StepView) -> dict[str, Any]:
             "type": "input",
             "block_id": str(BlockId.GROUPS),
             "optional": True,
-            "label": _plain("Groups that were ALREADY disabled (one per line)", 2000),
-            "hint": _plain("They stay disabled at B36. Leave empty only if none were.", 2000),
+            "label": _plain("Groups that were ALREADY disabled (one per line)", LABEL_MAX),
+            "hint": _plain("They stay disabled at B36. Leave empty only if none were.", LABEL_MAX),
             "element": {
                 "type": "plain_text_input",
                 "action_id": str(InputId.GROUPS),
@@ -164,11 +166,11 @@ def done_modal(view: RunView, sv: StepView) -> dict[str, Any]:
             "type": "input",
             "block_id": str(BlockId.NONE_DISABLED),
             "optional": True,
-            "label": _plain("Or", 2000),
+            "label": _plain("Or", LABEL_MAX),
             "element": {
                 "type": "checkboxes",
                 "action_id": str(InputId.NONE_DISABLED),
-                "options": [{"text": _plain("No Group was disabled before", 75), "value": "none"}],
+                "options": [{"text": _plain("No Group was disabled before", OPTION_TEXT_MAX), "value": "none"}],
             },
         },
     ]

@@ -18,7 +18,8 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
 
 from bot.blocks import modals
-from bot.blocks.cards import plan_summary, status_text
+from bot.blocks.plan import plan_summary
+from bot.blocks.status import status_text
 from bot.blocks.text import escape_mrkdwn
 from bot.config import Config
 from bot.engine.fanout import Publish

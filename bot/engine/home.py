@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bot.blocks.cards import direction_title, duration, waiting_on
 from bot.blocks.home import ActiveBox, HostLine, RecentRun, SiteBox, home_view
+from bot.blocks.kit import duration
+from bot.blocks.who import direction_title, waiting_on
 from bot.config import SlackSettings
 from bot.runs import policy
 from bot.runs.machine import RunState, StepState
