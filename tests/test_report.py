@@ -238,7 +238,9 @@ def test_failover_report_posts_it_again_and_an_override_stands_out(rh: Rehearsal
     assert resp.status == 200
     summaries, files = _report_posts(rh, fo, 2)
     assert len(summaries) == 2 and len(files) == 4
-    assert any("Posted the report" in e.text for e in rh.slack.ephemerals(BOB))
+    rh.wait_until(  # the answer follows the uploads over response_url: it may arrive a moment later
+        "Bob's answer", lambda: any("Posted the report" in e.text for e in rh.slack.ephemerals(BOB))
+    )
 
 
 # --------------------------------------------------------------------------- the stand-in is as strict as Slack
