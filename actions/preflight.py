@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from actions import remote, settings_xml
+from actions.errors import ExecutionError, RemoteOperationFailed
+from actions.hosts import Host, PlatformConfig
 from actions.registry import (
     Outcome,
     Step,
@@ -20,8 +22,6 @@ from actions.registry import (
 )
 from actions.storage_platform_db import StoragePlatformDb
 from actions.winrm import WinRMExecutor
-from bot.config import Config, Host
-from bot.errors import ExecutionError, RemoteOperationFailed
 
 MAX_PROBE_THREADS = 128  # hosts probed at once (each probe mostly waits on its host's round trips)
 
@@ -41,7 +41,7 @@ class CheckResult:
     skipped: tuple[str, ...] = ()  # checks of this host that could not run because this one failed
 
 
-def probe_host(config: Config, executor: remote.Executor, host: Host) -> list[CheckResult]:
+def probe_host(config: PlatformConfig, executor: remote.Executor, host: Host) -> list[CheckResult]:
     """Every read-only check of one host, stopping at the first that makes the rest meaningless."""
     out: list[CheckResult] = []
     try:
@@ -138,7 +138,7 @@ def _powershell_check(
 
 
 def probe_database(
-    config: Config,
+    config: PlatformConfig,
     site: str,
     database: Callable[[str], StoragePlatformDb] | None = None,
     executor: remote.Executor | None = None,
@@ -147,7 +147,7 @@ def probe_database(
     the database the site's AccountServer uses (its Settings.xml DatabaseConnection names the same server and
     database as the site's ODBC connection string)."""
     name = f"StoragePlatform ({site})"
-    opener = database or (lambda name: StoragePlatformDb.from_env(config.db_of(name)))
+    opener = database or (lambda name: StoragePlatformDb.of_site(config.sites[name]))
     try:
         db = opener(site)
         report = db.check_schema()
@@ -164,7 +164,7 @@ def probe_database(
     return CheckResult("database", name, True, f"{report.summary()}; the one {host}'s Settings.xml names")
 
 
-def check_site(config: Config, site: str, *, executor: remote.Executor | None = None) -> list[CheckResult]:
+def check_site(config: PlatformConfig, site: str, *, executor: remote.Executor | None = None) -> list[CheckResult]:
     """All checks of ``site`` and its partner, hosts probed in parallel; read-only."""
     s = config.site(site)
     hosts = [s.account_server, *s.storage_servers]
@@ -219,14 +219,14 @@ def _short(exc: BaseException) -> str:
     return line[:300]
 
 
-def _ctx(config: Config, executor: remote.Executor) -> StepContext:
+def _ctx(config: PlatformConfig, executor: remote.Executor) -> StepContext:
     return StepContext(
         config=config,
         executor=executor,
         site="",
         partner="",
         facts={},
-        database=lambda site: StoragePlatformDb.from_env(config.db_of(site)),
+        database=lambda site: StoragePlatformDb.of_site(config.sites[site]),
     )
 
 
@@ -363,7 +363,7 @@ class Preflight:
 PREFLIGHT = Preflight()
 
 
-def live_values(config: Config, plan: Any, *, executor: remote.Executor | None = None) -> dict[str, str]:
+def live_values(config: PlatformConfig, plan: Any, *, executor: remote.Executor | None = None) -> dict[str, str]:
     """Host name -> what a read-only look shows now (role, masked ServerGuid), for ``plan --live``."""
     own = executor is None
     ex: remote.Executor = executor or WinRMExecutor()

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actions import remote, settings_xml
+from actions.errors import DatabaseOperationFailed, ExecutionError, RemoteOperationFailed
+from actions.hosts import Host, PlatformConfig
 from actions.storage_platform_db import SlaveRowCount, StoragePlatformDb, db_identity, row_preview
-from bot.config import Config, Host
-from bot.errors import DatabaseOperationFailed, ExecutionError, RemoteOperationFailed
 
 SERVICE_TIMEOUT_S = 60.0
 TASK_POLL_S = 0.5  # how often the bot looks whether the AccountServer consumed its task file
@@ -50,7 +50,7 @@ class Target(Protocol):
 class StepContext:
     """What actions may use: configuration, the executor, the run's sites and recorded facts."""
 
-    config: Config
+    config: PlatformConfig
     executor: remote.Executor
     site: str  # P: the failed or returning primary
     partner: str  # S

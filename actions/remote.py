@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bot.config import Host
-from bot.errors import RemoteOperationFailed
+from actions.errors import RemoteOperationFailed
+from actions.hosts import Host
 
 TASK_FILE = "Failover.UpdateSettingsOnSS"
 # Beyond a service's own timeout the script needs a moment to report where the service got stuck.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from bot.errors import ExecutionError
+from actions.errors import ExecutionError
 
 FILE = "Settings.xml"
 IS_SLAVE = "IsSlave"

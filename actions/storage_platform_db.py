@@ -12,8 +12,8 @@ from typing import Any
 
 import pyodbc
 
-from bot.config import StoragePlatformDbSettings, secret
-from bot.errors import DatabaseOperationFailed
+from actions.errors import DatabaseOperationFailed
+from actions.hosts import Site, StoragePlatformDbSettings
 
 DEFAULT_TIMEOUT_S = 15.0
 
@@ -315,11 +315,9 @@ class StoragePlatformDb:
             _plain(getattr(settings.columns, key), "configured column")
 
     @classmethod
-    def from_env(
-        cls, settings: StoragePlatformDbSettings, *, timeout_s: float = DEFAULT_TIMEOUT_S
-    ) -> StoragePlatformDb:
-        """Built with the connection string held in the environment variable ``settings.odbc_env``."""
-        return cls(settings, secret(settings.odbc_env), timeout_s=timeout_s)
+    def of_site(cls, site: Site, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> StoragePlatformDb:
+        """The database of ``site``'s AccountServer, with the connection string the configuration resolved."""
+        return cls(site.db, site.odbc_connection_string, timeout_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"StoragePlatformDb(table={self.settings.table!r}, connection_string='***')"

@@ -27,14 +27,14 @@ from winrm.protocol import Protocol
 from winrm.transport import Transport
 
 from actions import protocol
-from bot.config import Host, secret
-from bot.errors import (
+from actions.errors import (
     AuthenticationFailed,
     ExecutionError,
     HostUnreachable,
     OperationTimedOut,
     RemoteOperationFailed,
 )
+from actions.hosts import Host
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,8 @@ def _transport_settings(host: Host) -> dict[str, Any]:
     username: str | None = None
     password: str | None = None
     if ep.transport != "certificate":
-        username = secret(ep.username_env) or None
-        password = secret(ep.password_env)
+        username = ep.credentials.username or None
+        password = ep.credentials.password
         if username is None and ep.transport != "kerberos":
             raise AuthenticationFailed(
                 f"no WinRM user name: environment variable {ep.username_env} is empty", host=host.name

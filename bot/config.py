@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +12,41 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.errors import ConfigError
+from actions.hosts import (
+    AccountServerPaths,
+    DbColumns,
+    Host,
+    PlatformConfig,
+    RedstorSettings,
+    Site,
+    StoragePlatformDbSettings,
+    StorageServerPaths,
+    WinRMCredentials,
+    WinRMEndpoint,
+    is_loopback,
+)
+from bot.errors import ConfigError, UsageError
+
+# The platform's types live in actions.hosts (actions import nothing from bot); named here for the bot's readers.
+__all__ = [
+    "AccountServerPaths",
+    "Config",
+    "ConfigModel",
+    "DbColumns",
+    "Host",
+    "RedstorSettings",
+    "Site",
+    "StorageServerPaths",
+    "StoragePlatformDbSettings",
+    "WinRMEndpoint",
+    "config_path",
+    "db_url",
+    "env",
+    "is_loopback",
+    "load_config",
+    "secret",
+    "slack_api_risk",
+]
 
 DEFAULT_CONFIG_FILE = "failover.yml"
 DEFAULT_DB_URL = "sqlite:///failover-bot.db"
@@ -80,39 +113,6 @@ class WinRMOverride(_Strict):
     read_timeout_s: int | None = Field(default=None, ge=2)
     command_timeout_s: int | None = Field(default=None, ge=1)
     allow_insecure: bool = False  # this host only: accept the transport_risks() below (warned at every start)
-
-
-class AccountServerPaths(_Strict):
-    service: str = "Attix5ProAccountServer"
-    settings: str = r"AS_Service\Settings.xml"
-    task_queue: str = r"AS_Service\TaskQueue"
-    # how long the bot waits for the AccountServer to consume a task file it dropped (it deletes it when done)
-    task_queue_timeout_s: float = Field(default=120, ge=1, le=3600)
-
-
-class StorageServerPaths(_Strict):
-    service: str = "Attix5ProStorageServer"
-    settings: str = r"SS_Service\Settings.xml"
-
-
-class RedstorSettings(_Strict):
-    data_root: str = r"C:\ProgramData\Attix5 Pro"
-    account_server: AccountServerPaths = Field(default_factory=AccountServerPaths)
-    storage_server: StorageServerPaths = Field(default_factory=StorageServerPaths)
-
-
-class DbColumns(_Strict):
-    guid: str = "ServerGUID"
-    ip: str = "IP"
-    online: str = "OnLine"
-    role: str = "Role"
-
-
-class StoragePlatformDbSettings(_Strict):
-    odbc_env: str = "FAILOVER_ODBC"
-    table: str = "BackupServer"
-    columns: DbColumns = Field(default_factory=DbColumns)
-    slave_account_server_role: str = "SlaveAccountServer"
 
 
 class AuditSettings(_Strict):
@@ -193,49 +193,6 @@ class ConfigModel(_Strict):
 # --------------------------------------------------------------------------- resolved view
 
 
-@dataclass(frozen=True)
-class WinRMEndpoint:
-    """Everything needed to open a WinRM connection to one host (secrets by env var name)."""
-
-    url: str
-    transport: str
-    username_env: str
-    password_env: str
-    cert_pem: str | None
-    cert_key_pem: str | None
-    server_cert_validation: str
-    ca_trust_path: str | None
-    message_encryption: str
-    operation_timeout_s: int
-    read_timeout_s: int
-    command_timeout_s: int
-    allow_insecure: bool = False
-
-    def transport_risks(self) -> list[str]:
-        """What exposes this endpoint's credentials or traffic; nothing for a loopback address."""
-        if is_loopback(urlsplit(self.url).hostname or ""):
-            return []
-        risks = []
-        if self.transport == "basic" and self.url.lower().startswith("http:"):
-            risks.append("transport basic over http sends the password in clear")
-        if self.server_cert_validation == "ignore":
-            risks.append("server_cert_validation: ignore accepts any certificate")
-        if self.message_encryption == "never":
-            risks.append("message_encryption: never sends commands and output unencrypted")
-        return risks
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine: localhost, 127.0.0.0/8 or ::1."""
-    name = host.strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def slack_api_risk(api_url: str | None) -> str | None:
     """Why ``api_url`` (SLACK_API_URL) is unsafe, or None: plain http to a non-loopback address."""
     if not api_url:
@@ -247,46 +204,12 @@ def slack_api_risk(api_url: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class Host:
-    """One Windows server of the platform."""
-
-    name: str
-    site: str
-    role: Literal["account_server", "storage_server"]
-    address: str
-    port: int
-    winrm: WinRMEndpoint
-    mirror: str | None = None  # StorageServers: the partner site's MirrorServer name
-    agent_dns_name: str | None = None
-
-    @property
-    def endpoint(self) -> str:
-        """address:port as the Console shows it."""
-        return f"{self.address}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Site:
-    name: str
-    partner: str
-    account_server: Host
-    storage_servers: tuple[Host, ...]
-    db: StoragePlatformDbSettings  # the database this site's AccountServer uses
-
-    def storage_server(self, name: str) -> Host:
-        for ss in self.storage_servers:
-            if ss.name == name:
-                return ss
-        raise KeyError(name)
-
-
-@dataclass(frozen=True)
-class Config:
-    """The validated configuration; hosts resolved with their WinRM defaults applied."""
+class Config(PlatformConfig):
+    """The validated configuration: the platform as actions see it (hosts resolved with their WinRM defaults and
+    credentials applied) and the bot's own settings."""
 
     path: str
     model: ConfigModel
-    sites: Mapping[str, Site]
 
     @property
     def platform(self) -> str:
@@ -299,15 +222,6 @@ class Config:
     @property
     def slack(self) -> SlackSettings:
         return self.model.slack
-
-    @property
-    def redstor(self) -> RedstorSettings:
-        return self.model.redstor
-
-    @property
-    def db(self) -> StoragePlatformDbSettings:
-        """The top-level StoragePlatform database settings (table, columns, default variable)."""
-        return self.model.storage_platform_db
 
     @property
     def readiness(self) -> ReadinessSettings:
@@ -332,10 +246,6 @@ class Config:
         """Where readiness announcements go: ``readiness.channel``, else the first of ``slack.channels``."""
         return self.readiness.channel or (self.slack.channels[0] if self.slack.channels else None)
 
-    def db_of(self, site: str) -> StoragePlatformDbSettings:
-        """The StoragePlatform database of ``site``'s AccountServer."""
-        return self.sites[site].db
-
     def odbc_envs(self) -> list[str]:
         """Each distinct variable naming a site's ODBC connection string, in site order."""
         names: list[str] = []
@@ -346,31 +256,11 @@ class Config:
 
     def site(self, name: str) -> Site:
         """The site called ``name``; a UserError naming the known sites otherwise."""
-        from bot.errors import UsageError
-
         try:
             return self.sites[name]
         except KeyError:
             known = ", ".join(sorted(self.sites))
             raise UsageError(f"unknown site {name!r} (this platform has: {known})") from None
-
-    def hosts(self) -> list[Host]:
-        out: list[Host] = []
-        for site in self.sites.values():
-            out.append(site.account_server)
-            out.extend(site.storage_servers)
-        return out
-
-    def host(self, name: str) -> Host:
-        for h in self.hosts():
-            if h.name == name:
-                return h
-        raise KeyError(name)
-
-    def windows_path(self, relative: str) -> str:
-        """A path under the Redstor data root, as Windows spells it."""
-        root = self.redstor.data_root.rstrip("\\")
-        return f"{root}\\{relative.lstrip(chr(92))}"
 
     def insecure_allowed(self) -> list[str]:
         """The insecure transports this configuration accepts with allow_insecure: true, to warn about at start."""
@@ -484,7 +374,9 @@ def _endpoint(defaults: WinRMDefaults, raw: str | WinRMOverride) -> WinRMEndpoin
         values["url"] = raw
     else:
         values.update({k: v for k, v in raw.model_dump().items() if v is not None})
-    return WinRMEndpoint(**values)
+    # Read once, here: the executor is handed these and never looks at the environment itself.
+    credentials = WinRMCredentials(secret(values["username_env"]), secret(values["password_env"]))
+    return WinRMEndpoint(**values, credentials=credentials)
 
 
 def _resolve(path: str, model: ConfigModel) -> Config:
@@ -545,7 +437,9 @@ def _resolve(path: str, model: ConfigModel) -> Config:
         db = model.storage_platform_db
         if s.storage_platform_db is not None:
             db = db.model_copy(update={"odbc_env": s.storage_platform_db.odbc_env})
-        sites[sname] = Site(sname, s.partner, resolved[0], tuple(resolved[1:]), db)
+        sites[sname] = Site(
+            sname, s.partner, resolved[0], tuple(resolved[1:]), db, odbc_connection_string=secret(db.odbc_env)
+        )
     # mirrors must name a StorageServer of the partner site
     for sname, site in sites.items():
         partner = sites[site.partner]
@@ -570,7 +464,7 @@ def _resolve(path: str, model: ConfigModel) -> Config:
             "readiness rounds need a channel to announce in: set readiness.channel or slack.channels, "
             "or turn the rounds off with readiness.interval_s: 0",
         )
-    return Config(path=path, model=model, sites=sites)
+    return Config(sites=sites, redstor=model.redstor, db=model.storage_platform_db, path=path, model=model)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

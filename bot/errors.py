@@ -1,26 +1,47 @@
 """The failover-bot exception hierarchy, split by who has to act on the error.
 
-FailoverBotError
-├── UserError                 the person asked for something wrong; shown to them, exit 2
-│   ├── ConfigError           the configuration file (names file, field path, what is wrong)
-│   ├── UsageError            malformed command or arguments
-│   ├── PermissionDenied      the person lacks the role for this command or button
-│   └── StateConflict         the run or step is not in a state that allows this (stale click)
-└── ExecutionError            acting on the platform failed; the step fails with this message
-    ├── HostUnreachable       connection refused / DNS / TLS / HTTP transport failure
-    ├── AuthenticationFailed  WinRM credentials rejected (HTTP 401)
-    ├── OperationTimedOut     a remote operation passed its deadline
-    ├── RemoteOperationFailed the operation ran and reported failure (PowerShell's message)
-    └── DatabaseOperationFailed  the StoragePlatform database refused or did not match
+FailoverBotError                 (actions.errors)
+├── UserError                    the person asked for something wrong; shown to them, exit 2
+│   ├── ConfigError              the configuration file (names file, field path, what is wrong)
+│   ├── UsageError               malformed command or arguments
+│   ├── PermissionDenied         the person lacks the role for this command or button
+│   └── StateConflict            the run or step is not in a state that allows this (stale click)
+└── ExecutionError               acting on the platform failed; the step fails with this message
+    └── ...                      defined and drawn in actions.errors (HostUnreachable, AuthenticationFailed,
+                                 OperationTimedOut, RemoteOperationFailed, DatabaseOperationFailed, ...)
+
+The execution errors live in ``actions`` (which imports nothing from ``bot``) and are re-exported here, so
+``from bot.errors import ExecutionError`` names the one class ``actions`` raises.
 """
 
 from __future__ import annotations
 
 import re
 
+from actions.errors import (
+    AuthenticationFailed,
+    DatabaseOperationFailed,
+    ExecutionError,
+    FailoverBotError,
+    HostUnreachable,
+    OperationTimedOut,
+    RemoteOperationFailed,
+)
 
-class FailoverBotError(Exception):
-    """Base of every error this project raises on purpose."""
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigError",
+    "DatabaseOperationFailed",
+    "ExecutionError",
+    "FailoverBotError",
+    "HostUnreachable",
+    "OperationTimedOut",
+    "PermissionDenied",
+    "RemoteOperationFailed",
+    "StateConflict",
+    "UsageError",
+    "UserError",
+]
 
 
 class UserError(FailoverBotError):
@@ -55,31 +76,3 @@ class PermissionDenied(UserError):
 
 class StateConflict(UserError):
     """The run or step is not in a state that allows the request (finished, superseded, raced)."""
-
-
-class ExecutionError(FailoverBotError):
-    """Acting on a host or database failed; carries the host it concerns when known."""
-
-    def __init__(self, message: str, *, host: str | None = None) -> None:
-        self.host = host
-        super().__init__(f"{host}: {message}" if host else message)
-
-
-class HostUnreachable(ExecutionError):
-    """The host could not be reached (refused, unresolvable, TLS or HTTP transport failure)."""
-
-
-class AuthenticationFailed(ExecutionError):
-    """The host rejected the credentials."""
-
-
-class OperationTimedOut(ExecutionError):
-    """A remote operation did not finish before its deadline."""
-
-
-class RemoteOperationFailed(ExecutionError):
-    """The remote operation ran and failed; the message is the remote error."""
-
-
-class DatabaseOperationFailed(ExecutionError):
-    """The StoragePlatform database operation failed or did not match what was expected."""

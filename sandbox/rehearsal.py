@@ -312,6 +312,7 @@ def rehearsal(
         **platform.odbc_env(),
     }
     with environment(env, keep_existing=True):
+        config = load_config(config_path)  # the bot's configuration reads the credentials just set, once
         platform.start()
         names = people or {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
         slack = FakeSlackApi(token=BOT_TOKEN, users=names).start()  # users.info names them

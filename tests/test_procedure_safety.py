@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from actions import settings_xml
-from actions.storage_platform_db import db_identity
+from actions.storage_platform_db import StoragePlatformDb, db_identity
+from bot.config import load_config
 from bot.errors import StateConflict, UsageError
 from bot.runs.machine import StepState
 from tests.support.engine import ALICE, BOB, CAROL, drive, engine, seen
@@ -170,6 +171,8 @@ def test_b4_refuses_a_database_that_is_not_the_one_the_master_uses(tmp_path: Pat
         own = os.environ["FAILOVER_ODBC_SITE_B"]
         os.environ["FAILOVER_ODBC_SITE_B"] = eng.platform.database("site-a").odbc_connection_string()
         try:
+            slipped = load_config(eng.config.path)  # the bot reads its variables when it loads the configuration
+            eng.worker.database = lambda site: StoragePlatformDb.of_site(slipped.sites[site])
             before = (_rows(eng, "site-a"), _rows(eng, "site-b"))
             fb = eng.service.open_run("failback", "site-a", ["scope=account"], ALICE, "C0INCIDENT")
             drive(eng, fb.id, stop_at="B4")

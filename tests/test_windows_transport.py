@@ -18,6 +18,7 @@ from winrm.exceptions import InvalidCredentialsError, WinRMTransportError
 from winrm.protocol import Protocol
 
 from actions import remote, winrm
+from actions.hosts import WinRMCredentials
 from actions.winrm import RequestCounter, WinRMExecutor
 from bot.config import Host
 from bot.errors import AuthenticationFailed, HostUnreachable
@@ -90,9 +91,9 @@ def test_ntlm_refuses_a_wrong_password_and_basic(platform: SimulatedPlatform, mo
     )
     with pytest.raises(InvalidCredentialsError):
         basic.open_shell()
-    monkeypatch.setenv("FAILOVER_WINRM_PASSWORD", "not-the-password")
+    wrong = WinRMCredentials(host.winrm.credentials.username, "not-the-password")
     with WinRMExecutor() as ex, pytest.raises(AuthenticationFailed):
-        remote.host_info(ex, host)
+        remote.host_info(ex, with_winrm(host, credentials=wrong))
 
 
 def test_https_with_the_test_ca_validates(platform: SimulatedPlatform) -> None:

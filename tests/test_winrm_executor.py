@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from actions import remote
+from actions.hosts import WinRMCredentials
 from actions.winrm import RequestCounter, WinRMExecutor, clixml_to_text
 from bot.config import Config, Host, load_config
 from bot.errors import AuthenticationFailed, HostUnreachable, OperationTimedOut, RemoteOperationFailed
@@ -345,10 +346,9 @@ def test_parallel_hosts_and_serialised_commands_per_host(sim: Sim, counter: Requ
 def test_a_lost_shell_is_recreated_once(tmp_path: Path, counter: RequestCounter) -> None:
     config_path = write_config(tmp_path / "config", winrm={"command_timeout_s": 20})
     state = tmp_path / "state"
-    config = load_config(config_path)
-    host = config.host("as-b")
     with WinRMExecutor(on_request=counter) as ex:
         with running_platform(config_path, state):
+            host = load_config(config_path).host("as-b")  # with the credentials running_platform set
             assert remote.query_service(ex, host, AS) == "Running"
         # The host "rebooted": same address, no shells.
         with running_platform(config_path, state):
@@ -385,17 +385,35 @@ def test_rejected_credentials_are_authentication_failed_without_the_password(sim
     assert all(TEST_WINRM_PASSWORD not in str(e) and TEST_WINRM_PASSWORD not in repr(e) for e in chain)
 
 
+def _with_password(host: Host, password: str) -> Host:
+    credentials = WinRMCredentials(host.winrm.credentials.username, password)
+    return replace(host, winrm=replace(host.winrm, credentials=credentials))
+
+
 def test_wrong_password_is_authentication_failed(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAILOVER_WINRM_PASSWORD", "wrong-password-123")
+    host = load_config(sim.config_path).host("as-b")
     with WinRMExecutor() as ex, pytest.raises(AuthenticationFailed) as caught:
-        remote.host_info(ex, sim.host("as-b"))
+        remote.host_info(ex, host)
     assert "wrong-password-123" not in str(caught.value)
 
 
 def test_missing_credentials_name_the_variable(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FAILOVER_WINRM_PASSWORD")
+    host = load_config(sim.config_path).host("as-b")
     with WinRMExecutor() as ex, pytest.raises(AuthenticationFailed, match="FAILOVER_WINRM_PASSWORD"):
-        remote.host_info(ex, sim.host("as-b"))
+        remote.host_info(ex, host)
+
+
+def test_credentials_are_read_once_when_the_configuration_is_loaded(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = sim.host("as-b")  # loaded while the variables were set
+    monkeypatch.delenv("FAILOVER_WINRM_USER")
+    monkeypatch.delenv("FAILOVER_WINRM_PASSWORD")
+    with WinRMExecutor() as ex:  # the executor never looks at the environment
+        assert remote.host_info(ex, host).hostname == "AS-B"
+    assert TEST_WINRM_PASSWORD not in repr(host) and TEST_WINRM_PASSWORD not in repr(sim.config)
+    with WinRMExecutor() as ex, pytest.raises(AuthenticationFailed, match="rejected the credentials"):
+        remote.host_info(ex, _with_password(host, "not-the-password"))
 
 
 def test_operation_timeouts_within_the_deadline_are_waited_out(

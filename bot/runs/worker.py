@@ -118,7 +118,7 @@ class Worker:
         self.service = service
         self.executor = executor if isinstance(executor, RecordingExecutor) else RecordingExecutor(executor)
         self.notify = notify or (lambda run_id, what: None)
-        self.database = database or (lambda site: StoragePlatformDb.from_env(service.config.db_of(site)))
+        self.database = database or (lambda site: StoragePlatformDb.of_site(service.config.sites[site]))
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run")
         self._targets = ThreadPoolExecutor(max_workers=max_parallel_targets, thread_name_prefix="target")
         self._busy: set[str] = set()

@@ -94,6 +94,8 @@ def running_platform(config_path: Path, state_dir: Path) -> Iterator[SimulatedPl
     for name in added:
         os.environ[name] = defaults[name]
     try:
+        # The configuration resolves credentials when it is loaded: load it again, now that they are set.
+        platform = SimulatedPlatform(load_config(config_path), state_dir)
         with platform:
             yield platform
     finally:
