@@ -86,9 +86,9 @@ class Watched:
 @pytest.fixture
 def watched(tmp_path: Path) -> Iterator[Watched]:
     path = write_config(tmp_path / "cfg", readiness={"interval_s": 60, "repeat_hours": 4})
-    config = load_config(path)
     state = tmp_path / "state"
     with running_platform(path, state) as platform, FakeSlackApi() as slack:
+        config = load_config(path)  # after running_platform set the credentials it reads
         store = Store(f"sqlite:///{tmp_path / 'bot.db'}")
         clock = Clock()
         service = RunService(store, config, clock=clock)
