@@ -8,7 +8,7 @@ FailoverBotError                 base of every error this project raises on purp
     ├── RemoteOperationFailed    the operation ran and reported failure (PowerShell's message)
     ├── SettingsXmlError         Settings.xml could not be read or edited safely (actions.settings_xml)
     └── DatabaseOperationFailed  the StoragePlatform database refused or did not match
-        └── SlaveRowCount        no Slave AccountServer row, or several (actions.storage_platform_db)
+        └── SlaveRowCount        no Slave AccountServer row, or several (B4b adds it in the Console)
 
 Messages never carry credentials: the executor and the database translate their libraries' errors at the
 boundary (``raise ... from exc``) with names and addresses only.
@@ -47,3 +47,11 @@ class RemoteOperationFailed(ExecutionError):
 
 class DatabaseOperationFailed(ExecutionError):
     """The StoragePlatform database operation failed or did not match what was expected."""
+
+
+class SlaveRowCount(DatabaseOperationFailed):
+    """No Slave AccountServer row, or several: nothing was changed (B4b adds the AccountServer in the Console)."""
+
+    def __init__(self, count: int, message: str) -> None:
+        super().__init__(message)
+        self.count = count

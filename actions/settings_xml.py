@@ -5,22 +5,20 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
-import string
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lxml import etree
 
 from actions.errors import ExecutionError
+from actions.guid import mask_guid, mask_guids, normalise_guid
+from actions.guid import otp_from_guid as otp_from_guid  # the one-time password, named here for its readers
 
 FILE = "Settings.xml"
 IS_SLAVE = "IsSlave"
 SERVER_GUID = "ServerGuid"
 
 _XML_SPACE = " \t\r\n"
-_GUID_FORM = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_GUID_IN_TEXT = re.compile(r"(?<![0-9A-Fa-f])" + _GUID_FORM.pattern + r"(?![0-9A-Fa-f])")
 _DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
 _START_TAG = re.compile(r"""<([^\s/>]+)(?:[^>"']|"[^"]*"|'[^']*')*?(/?)>""")
 _END_TAG = re.compile(r"</([^\s>]+)\s*>")
@@ -158,7 +156,7 @@ def settings_change(old: bytes, new: bytes, *, filename: str, element: str = IS_
         f"- {_element_markup_in(old, element) or absent}",
         f"+ {_element_markup_in(new, element) or absent}",
     ]
-    return _mask_guids_in("\n".join(lines))
+    return mask_guids("\n".join(lines))
 
 
 def _element_markup_in(content: bytes, name: str) -> str | None:
@@ -171,35 +169,6 @@ def _element_markup_in(content: bytes, name: str) -> str | None:
     return " ".join(document.text[found.start : found.end].split())
 
 
-def mask_guid(guid: str | uuid.UUID) -> str:
-    """The GUID with all but its last 12 hexadecimal digits replaced by `*`; anything else is masked entirely."""
-    text = str(guid)
-    try:
-        normalise_guid(text)
-    except ValueError:
-        keep: set[int] = set()
-    else:
-        keep = set([i for i, char in enumerate(text) if char in string.hexdigits][-12:])
-    return "".join(char if i in keep or not char.isalnum() else "*" for i, char in enumerate(text))
-
-
-def normalise_guid(guid: str | uuid.UUID) -> str:
-    """The GUID lowercased with braces and surrounding whitespace removed; ValueError if it is not a GUID."""
-    if isinstance(guid, uuid.UUID):
-        return str(guid)
-    text = guid.strip()
-    if text.startswith("{") and text.endswith("}"):
-        text = text[1:-1]
-    if not _GUID_FORM.fullmatch(text):
-        raise ValueError("not a GUID (expected 8-4-4-4-12 hexadecimal digits)")
-    return text.lower()
-
-
-def otp_from_guid(guid: str | uuid.UUID) -> str:
-    """The one-time password for adding a server: the first eight characters of its normalised ServerGuid."""
-    return normalise_guid(guid)[:8]
-
-
 def _load(content: bytes) -> _Document:
     if not isinstance(content, bytes):
         raise TypeError(f"Settings.xml content must be bytes, not {type(content).__name__}")
@@ -207,7 +176,7 @@ def _load(content: bytes) -> _Document:
     try:
         root = etree.fromstring(content, parser)
     except etree.XMLSyntaxError as exc:
-        message = " ".join(_mask_guids_in(str(exc.msg)).split())  # libxml2's messages may span lines
+        message = " ".join(mask_guids(str(exc.msg)).split())  # libxml2's messages may span lines
         raise SettingsXmlError(f"{FILE} is not well-formed XML: line {exc.lineno}: {message}") from exc
     if root.getroottree().docinfo.doctype:
         raise SettingsXmlError(f"{FILE} has a DOCTYPE declaration; refusing to read or edit it")
@@ -408,7 +377,3 @@ def _escape_attribute(value: str) -> str:
     for char, reference in _ATTRIBUTE_ESCAPES:
         value = value.replace(char, reference)
     return value
-
-
-def _mask_guids_in(text: str) -> str:
-    return _GUID_IN_TEXT.sub(lambda match: mask_guid(match.group(0)), text)

@@ -6,230 +6,22 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass
 from typing import Any
 
 import pyodbc
 
-from actions.errors import DatabaseOperationFailed
+from actions.backup_server import BackupServerRow, SchemaReport, UpdateOutcome, comparable_guid, online_flag, same_guid
+from actions.connection_strings import DbIdentity, db_identity, mask_connection_string
+from actions.errors import DatabaseOperationFailed, SlaveRowCount
 from actions.hosts import Site, StoragePlatformDbSettings
 
 DEFAULT_TIMEOUT_S = 15.0
 
 # A configured table or column name must look like a plain SQL identifier before it is ever quoted into SQL.
 _PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$#@ -]{0,127}$")
-# Connection-string keys whose values are secrets on their own (beyond the whole string).
-_SECRET_KEYS = frozenset({"pwd", "password", "accesstoken", "access_token", "token", "secret", "clientsecret"})
 _BOOLEAN_TYPES = frozenset({"bit", "bool", "boolean"})
-_TRUE_TEXT = frozenset({"1", "-1", "t", "true", "y", "yes", "on"})
-_FALSE_TEXT = frozenset({"0", "f", "false", "n", "no", "off", ""})
 _COLUMN_KEYS = ("guid", "ip", "online", "role")
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class BackupServerRow:
-    """One row of the BackupServer table, its four known columns normalised, every column kept in ``raw``."""
-
-    guid: str
-    ip: str
-    online: bool
-    role: str
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class UpdateOutcome:
-    """What ``point_slave_row_at`` found and did: ``matched`` False means nothing was touched (KB line 33's else)."""
-
-    matched: bool
-    before: BackupServerRow
-    after: BackupServerRow | None
-    changed: bool
-
-
-@dataclass(frozen=True)
-class SchemaReport:
-    """Read-only findings about the configured table and columns, for preflight."""
-
-    table: str
-    table_found: bool
-    found_as: str | None = None
-    columns: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    online_type: str | None = None
-    slave_rows: int | None = None
-    role: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.table_found and not self.missing
-
-    def problems(self) -> list[str]:
-        """Human-readable problems; empty when the table and every configured column exist."""
-        if not self.table_found:
-            return [f"table {self.table} not found"]
-        return [f"column {name} not found in {self.table} (has: {', '.join(self.columns)})" for name in self.missing]
-
-    def summary(self) -> str:
-        """One line for the preflight report."""
-        if not self.ok:
-            return "; ".join(self.problems())
-        rows = "" if self.slave_rows is None else f"; {self.slave_rows} row(s) with role {self.role}"
-        return f"table {self.found_as} has the configured columns (OnLine type {self.online_type or 'unknown'}){rows}"
-
-
-_SERVER_KEYS = ("server", "data source", "address", "addr", "network address")
-_DATABASE_KEYS = ("database", "initial catalog")
-_DEFAULT_SQL_PORT = "1433"
-
-
-@dataclass(frozen=True)
-class DbIdentity:
-    """Which database a connection string names: its server and database, normalised for comparison.
-
-    SQL Server: ``Server``/``Data Source`` (``tcp:`` prefix and the default port 1433 dropped, case-insensitive)
-    and ``Database``/``Initial Catalog``. A file database (SQLite: ``Database=<path>``) has no server; its
-    database is the file path. Names only: never a password.
-    """
-
-    server: str
-    database: str
-    server_shown: str
-    database_shown: str
-
-    def shown(self) -> str:
-        server = f"server {self.server_shown}" if self.server_shown else "no server (a file database)"
-        return f"{server}, database {self.database_shown or '(none named)'}"
-
-    def same_as(self, other: DbIdentity) -> bool:
-        return bool(self.database) and (self.server, self.database) == (other.server, other.database)
-
-
-def _connection_pairs(text: str) -> dict[str, str]:
-    """``key=value;`` pairs of an ODBC / ADO.NET connection string; ``{…}`` values may hold ``;``."""
-    out: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        eq = text.find("=", i)
-        if eq < 0:
-            break
-        key = text[i:eq].strip().lower()
-        j = eq + 1
-        while j < n and text[j] == " ":
-            j += 1
-        if j < n and text[j] == "{":
-            end = text.find("}", j + 1)
-            while end >= 0 and end + 1 < n and text[end + 1] == "}":
-                end = text.find("}", end + 2)
-            end = n if end < 0 else end
-            value = text[j + 1 : end].replace("}}", "}")
-            semi = text.find(";", end)
-            i = n if semi < 0 else semi + 1
-        else:
-            semi = text.find(";", j)
-            value = text[j:] if semi < 0 else text[j:semi]
-            i = n if semi < 0 else semi + 1
-        if key:
-            out[key] = value.strip().strip('"').strip("'")
-    return out
-
-
-def _normalise_server(value: str) -> str:
-    text = value.strip().lower()
-    if text.startswith("tcp:"):
-        text = text[4:]
-    for sep in (",", ":"):
-        host, found, port = text.rpartition(sep)
-        if found and port.strip() == _DEFAULT_SQL_PORT:
-            text = host
-    return text.strip()
-
-
-def _normalise_database(value: str) -> str:
-    text = value.strip()
-    if "/" in text or "\\" in text:  # a file database: its path
-        text = re.sub(r"[\\/]+", "/", text).rstrip("/")
-    return text.lower()
-
-
-def db_identity(connection_string: str) -> DbIdentity:
-    """The server and database a connection string names (see DbIdentity)."""
-    pairs = _connection_pairs(connection_string)
-    server = next((pairs[k] for k in _SERVER_KEYS if pairs.get(k)), "")
-    database = next((pairs[k] for k in _DATABASE_KEYS if pairs.get(k)), "")
-    return DbIdentity(_normalise_server(server), _normalise_database(database), server.strip(), database.strip())
-
-
-def normalise_guid(value: object) -> str:
-    """A GUID for comparison: text, trimmed, braces removed, lower case."""
-    text = "" if value is None else str(value).strip()
-    return text.removeprefix("{").removesuffix("}").strip().lower()
-
-
-def same_guid(a: object, b: object) -> bool:
-    """GUIDs compared case-insensitively with braces removed (empty never matches)."""
-    na, nb = normalise_guid(a), normalise_guid(b)
-    return bool(na) and na == nb
-
-
-def online_flag(value: object) -> bool:
-    """An OnLine value as any driver returns it (bit True/False, psqlODBC '1'/'0', SQLite 0/1, 't'/'f') as a bool."""
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | Decimal):
-        return value != 0
-    if isinstance(value, bytes | bytearray) and len(value) == 1:
-        return value[0] != 0
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE_TEXT:
-            return True
-        if text in _FALSE_TEXT:
-            return False
-    raise DatabaseOperationFailed(f"OnLine value {value!r} is not a boolean this bot understands")
-
-
-def mask_guid(guid: str) -> str:
-    """A GUID shortened to its last 12 characters (the one-time password is its first eight)."""
-    text = guid.strip().removeprefix("{").removesuffix("}")
-    return text if len(text) <= 12 else "…" + text[-12:]
-
-
-def mask_connection_string(text: str, connection_string: str) -> str:
-    """``text`` with the connection string, and any password-like value in it, replaced by ***."""
-    if connection_string:
-        text = text.replace(connection_string, "***")
-    for part in connection_string.split(";"):
-        key, sep, value = part.partition("=")
-        value = value.strip().removeprefix("{").removesuffix("}")
-        if sep and key.strip().lower() in _SECRET_KEYS and value:
-            text = text.replace(value, "***")
-    return text
-
-
-def row_preview(before: BackupServerRow, after: BackupServerRow | None) -> str:
-    """A small text table of the Slave AccountServer row before and after, GUIDs masked, changed values starred."""
-    labels = ("ServerGUID", "IP", "OnLine", "Role")
-
-    def cells(row: BackupServerRow) -> tuple[str, ...]:
-        return (mask_guid(row.guid), row.ip, "true" if row.online else "false", row.role)
-
-    old = cells(before)
-    lines: list[tuple[str, ...]] = [("column", "before") + (("after",) if after is not None else ())]
-    new = cells(after) if after is not None else None
-    for i, label in enumerate(labels):
-        if new is None:
-            lines.append((label, old[i]))
-        else:
-            lines.append((label if old[i] == new[i] else f"{label} *", old[i], new[i]))
-    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
-    return "\n".join("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(line)).rstrip() for line in lines)
 
 
 # --------------------------------------------------------------------------- the table as found
@@ -279,14 +71,6 @@ class _Columns:
 
 
 # --------------------------------------------------------------------------- the database
-
-
-class SlaveRowCount(DatabaseOperationFailed):
-    """No Slave AccountServer row, or several: nothing was changed (B4b adds the AccountServer in the Console)."""
-
-    def __init__(self, count: int, message: str) -> None:
-        super().__init__(message)
-        self.count = count
 
 
 class StoragePlatformDb:
@@ -383,7 +167,7 @@ class StoragePlatformDb:
         ip = new_ip.strip()
         if not ip or any(ch.isspace() for ch in ip):
             raise DatabaseOperationFailed(f"not an address to write into the IP column: {new_ip!r}")
-        if not normalise_guid(demoted_master_guid):
+        if not comparable_guid(demoted_master_guid):
             raise DatabaseOperationFailed("the demoted Master AccountServer's ServerGUID is empty")
         with self._connection("cannot update the Slave AccountServer row") as conn:
             cur = conn.cursor()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from actions import registry
+from actions.steps import services
 from bot.blocks.text import escape_mrkdwn
 from bot.runs.machine import StepState
 from bot.slack_ids import ActionId
@@ -64,7 +64,7 @@ def test_abort_reason_with_a_channel_ping_and_a_disguised_link_is_broadcast_iner
 
 
 def test_a_host_error_with_mrkdwn_is_shown_inert(rh: Rehearsal, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "SERVICE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(services, "SERVICE_TIMEOUT_S", 1.0)
     _site_a_down(rh)
     rh.faults("as-b", stuck={"Attix5ProAccountServer": f"{PING} {LINK}"})  # the remote error quotes this
     fo = rh.start(ALICE, "start site-a")

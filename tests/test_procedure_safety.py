@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from actions import settings_xml
-from actions.storage_platform_db import StoragePlatformDb, db_identity
+from actions.connection_strings import db_identity
+from actions.storage_platform_db import StoragePlatformDb
 from bot.config import load_config
 from bot.errors import StateConflict, UsageError
 from bot.runs.machine import StepState

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from slack_sdk import WebClient
 
-from actions.registry import Outcome, guid_fact
+from actions.base import Outcome
+from actions.guid import guid_fact
 from actions.settings_xml import otp_from_guid
 from bot.config import load_config
 from bot.errors import RemoteOperationFailed, UserError

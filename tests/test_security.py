@@ -24,7 +24,7 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 
 from actions import settings_xml
-from actions.registry import guid_fact, guid_hash
+from actions.guid import guid_fact, guid_hash
 from actions.winrm import WinRMExecutor
 from bot.blocks.cards import step_card
 from bot.config import load_config

@@ -595,8 +595,8 @@ def test_faults_delay_or_stop_task_file_consumption(platform: SimulatedPlatform)
 
 def test_each_account_server_names_its_own_sites_database(platform: SimulatedPlatform) -> None:
     """Issue 9 item 4: DatabaseConnection names that site's SQLite database in a form the bot's check reads."""
+    from actions.connection_strings import db_identity
     from actions.settings_xml import read_database_connection
-    from actions.storage_platform_db import db_identity
 
     for host, site in (("as-a", "site-a"), ("as-b", "site-b")):
         named = read_database_connection(local(platform, host, AS_SETTINGS).read_bytes())

@@ -14,15 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from actions import settings_xml
-from actions.registry import (
-    Outcome,
-    StepContext,
-    action_for,
-    check_guid_unchanged,
-    guid_at_rest,
-    guid_fact,
-    read_settings,
-)
+from actions.base import Outcome, StepContext
+from actions.guid import check_guid_unchanged, guid_at_rest, guid_fact
+from actions.reads import read_settings
+from actions.registry import action_for
 from actions.storage_platform_db import StoragePlatformDb
 from bot.config import Host
 from bot.errors import ExecutionError, StateConflict, UsageError
