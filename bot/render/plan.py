@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Mapping
 
+from actions.guid import mask_guids
 from bot.config import Config
 from bot.runs.runbook import TASK_FILE, Plan, ResolvedStep
-
-_GUID = re.compile(r"\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?([0-9a-fA-F]{12})\}?")
-
-
-def mask_guids(text: str) -> str:
-    """Every GUID in ``text`` shown only by its last 12 characters (the OTP is its first eight)."""
-    return _GUID.sub(lambda m: "********-****-****-****-" + m.group(1).lower(), text)
 
 
 def format_plan(plan: Plan, config: Config, *, live_values: Mapping[str, str] | None = None) -> str:

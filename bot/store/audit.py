@@ -22,18 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from actions.guid import mask_guids
 from bot.store.db import Store, as_utc, changed_rows, utcnow
 from bot.store.keys import AuditKeys
 from bot.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 _SECRET_KEYS = re.compile(r"(password|passwd|pwd|token|secret|otp|content_b64|connection_string)", re.I)
-_GUID = re.compile(r"\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-([0-9a-fA-F]{12})\}?")
-
-
-def mask_guids(text: str) -> str:
-    """ServerGuids appear only masked: their last 12 characters."""
-    return _GUID.sub(lambda m: "********-****-****-****-" + m.group(1).lower(), text)
 
 
 def scrub(value: Any) -> Any:

@@ -27,26 +27,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from actions.registry import step_rules
 from bot.runs.runbook.model import Kind, Origin, OtpOwner, Risk, RunbookError, StepSpec, TargetName, Variant
 from bot.runs.runbook.options import Direction, check_direction
 
-# action -> (kinds it may have, targets it may act on)
-ACTIONS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = MappingProxyType(
-    {
-        "preflight": (frozenset({"check"}), frozenset({"sites"})),
-        "service.stop": (frozenset({"host"}), frozenset({"as_p", "as_s", "ss", "ms"})),
-        "service.start": (frozenset({"host"}), frozenset({"as_p", "as_s", "ss", "ms"})),
-        "service.restart": (frozenset({"host"}), frozenset({"as_p", "as_s", "ss", "ms"})),
-        "settings.set_is_slave": (frozenset({"host"}), frozenset({"as_p", "as_s"})),
-        "settings.read_guid": (frozenset({"host"}), frozenset({"as_p", "as_s", "ss", "ms"})),
-        "settings.check_is_slave": (frozenset({"host"}), frozenset({"as_p", "as_s"})),
-        "taskqueue.drop": (frozenset({"host"}), frozenset({"current_master"})),
-        "db.point_slave_row": (frozenset({"sql"}), frozenset({"db"})),
-        "manual": (frozenset({"manual"}), frozenset({"person"})),
-        "wait": (frozenset({"wait"}), frozenset({"person"})),
-        "confirm": (frozenset({"check"}), frozenset({"person"})),
-    }
-)
+# action -> (kinds it may have, targets it may act on): the registry's table, the one list of actions
+ACTIONS = step_rules()
 
 _ID = re.compile(r"^[A-Z][0-9]+[a-z]?$")
 _HOST_PLACEHOLDERS = ("as_p", "as_s", "master", "ss", "ms")

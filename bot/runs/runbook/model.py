@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
+from actions.remote import TASK_FILE as TASK_FILE  # the task file the bot drops: one name, in actions
 from bot.errors import FailoverBotError
 from bot.runs import policy
 from bot.runs.runbook.options import Direction, RunOptions
@@ -24,7 +25,6 @@ TARGETS: tuple[str, ...] = get_args(TargetName)
 VARIANTS: tuple[str, ...] = get_args(Variant)
 ORIGINS: tuple[str, ...] = get_args(Origin)
 OTP_OWNERS: tuple[str, ...] = get_args(OtpOwner)
-TASK_FILE = "Failover.UpdateSettingsOnSS"
 
 # From this failback step on, the original AccountServer (AS_P) is expected to be the Master again.
 MASTER_RETURNS_AT = "B19"
