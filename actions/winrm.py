@@ -8,8 +8,6 @@ import math
 import re
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -24,7 +22,6 @@ from winrm.exceptions import (
     WSManFaultError,
 )
 from winrm.protocol import Protocol
-from winrm.transport import Transport
 
 from actions import protocol
 from actions.errors import (
@@ -35,6 +32,7 @@ from actions.errors import (
     RemoteOperationFailed,
 )
 from actions.hosts import Host
+from actions.request_counting import RequestHook, count_session
 
 log = logging.getLogger(__name__)
 
@@ -52,91 +50,6 @@ IDLE_RESET_S = 60.0
 # stdin travels in Send requests of at most this many bytes: base64 and the envelope make one about 135 KB,
 # under the 150 KB MaxEnvelopeSizekb of older or hardened servers (Windows' default is 500 KB).
 STDIN_CHUNK = 100_000
-
-
-# --------------------------------------------------------------------------- request counting
-
-
-@dataclass(frozen=True)
-class RequestEvent:
-    """One HTTP request sent to a host: its WS-Man action (None when encrypted) and new TCP connections."""
-
-    host: str
-    action: str | None
-    new_connections: int
-
-
-RequestHook = Callable[[RequestEvent], None]
-
-
-@dataclass
-class RequestCounter:
-    """A request hook that tallies HTTP requests, TCP connections and WS-Man actions (thread-safe)."""
-
-    requests: int = 0
-    connections: int = 0
-    actions: Counter[str] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __call__(self, event: RequestEvent) -> None:
-        with self._lock:
-            self.requests += 1
-            self.connections += event.new_connections
-            self.actions[event.action or "?"] += 1
-
-
-_ACTION = re.compile(rb"<a:Action[^>]*>[^<]*/([A-Za-z]+)</a:Action>")
-
-
-def _pool_connections(adapter: requests.adapters.BaseAdapter) -> int:
-    pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
-    if pools is None:
-        return 0
-    total = 0
-    for key in pools.keys():
-        pool = pools.get(key)
-        total += getattr(pool, "num_connections", 0)
-    return total
-
-
-def _count_session(session: requests.Session, host: str, hook: RequestHook) -> None:
-    for adapter in session.adapters.values():
-        send = adapter.send
-
-        def counted(
-            request: requests.PreparedRequest, *args: Any, _send: Any = send, _adapter: Any = adapter, **kwargs: Any
-        ) -> requests.Response:
-            before = _pool_connections(_adapter)
-            try:
-                return _send(request, *args, **kwargs)
-            finally:
-                body = request.body if isinstance(request.body, bytes) else b""
-                match = _ACTION.search(body)
-                hook(
-                    RequestEvent(
-                        host, match.group(1).decode() if match else None, max(0, _pool_connections(_adapter) - before)
-                    )
-                )
-
-        adapter.send = counted  # type: ignore[method-assign]
-
-
-def count_requests(transport: Transport, host: str, hook: RequestHook) -> None:
-    """Report every HTTP request ``transport`` sends to ``hook`` (also for pywinrm's own Session).
-
-    The session is instrumented when pywinrm builds it, so the one context-setup request that NTLM or
-    Kerberos message encryption sends inside ``build_session`` is not seen.
-    """
-    build = transport.build_session
-
-    def build_session() -> requests.Session:
-        fresh = transport.session is None
-        session = build()
-        if fresh:
-            _count_session(session, host, hook)
-        return session
-
-    transport.build_session = build_session  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------- stderr
@@ -167,6 +80,7 @@ class _Channel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     shell_id: str | None = None
     last_used: float = field(default_factory=time.monotonic)
+    counted: object | None = None  # the HTTP session the request hook was mounted on, if there is a hook
 
 
 class _RetryInFreshShell(Exception):
@@ -319,10 +233,22 @@ class WinRMExecutor:
                     raise AuthenticationFailed(f"cannot authenticate: {exc}", host=host.name) from exc
                 except WinRMError as exc:
                     raise HostUnreachable(f"cannot set up WinRM: {exc}", host=host.name) from exc
-                if self._on_request is not None:
-                    count_requests(proto.transport, host.name, self._on_request)
                 channel = self._channels[host.name] = _Channel(proto)
             return channel
+
+    def _count_requests(self, host: Host, channel: _Channel) -> None:
+        """With a request hook (benches, tests): count the requests of each HTTP session pywinrm builds for this host.
+
+        Building it here is what pywinrm's first send would do; NTLM or Kerberos message encryption sends one
+        context-setup request while building it, which is not counted.
+        """
+        if self._on_request is None:
+            return
+        transport = channel.protocol.transport
+        if transport.session is None or transport.session is not channel.counted:
+            session = transport.build_session()
+            count_session(session, host.name, self._on_request)
+            channel.counted = session
 
     def _drop_shell(self, host: Host, channel: _Channel) -> None:
         if channel.shell_id is None:
@@ -338,6 +264,7 @@ class WinRMExecutor:
     ) -> tuple[int, bytes, bytes]:
         proto = channel.protocol
         try:
+            self._count_requests(host, channel)
             if channel.shell_id is None:
                 channel.shell_id = proto.open_shell(codepage=65001, noprofile=True)
             shell_id = channel.shell_id

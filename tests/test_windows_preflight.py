@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from actions.preflight import CheckResult, probe_host
-from actions.winrm import RequestCounter, WinRMExecutor
+from actions.request_counting import RequestCounter
+from actions.winrm import WinRMExecutor
 from sandbox.simulator import SimulatedPlatform
 from tests.support.platform import running_platform, write_config
 

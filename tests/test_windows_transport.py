@@ -19,7 +19,8 @@ from winrm.protocol import Protocol
 
 from actions import remote, winrm
 from actions.hosts import WinRMCredentials
-from actions.winrm import RequestCounter, WinRMExecutor
+from actions.request_counting import RequestCounter
+from actions.winrm import WinRMExecutor
 from bot.config import Host
 from bot.errors import AuthenticationFailed, HostUnreachable
 from sandbox.simulator import SimulatedPlatform, endpoint

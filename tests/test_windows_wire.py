@@ -21,7 +21,8 @@ from winrm.exceptions import WSManFaultError
 from winrm.protocol import Protocol
 
 from actions import protocol, remote
-from actions.winrm import STDIN_CHUNK, RequestCounter, WinRMExecutor, clixml_to_text
+from actions.request_counting import RequestCounter
+from actions.winrm import STDIN_CHUNK, WinRMExecutor, clixml_to_text
 from bot.errors import RemoteOperationFailed
 from sandbox.simulator import SimulatedPlatform
 from sandbox.simulator.powershell import ProcessResult

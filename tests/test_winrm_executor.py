@@ -15,7 +15,8 @@ import pytest
 
 from actions import remote
 from actions.hosts import WinRMCredentials
-from actions.winrm import RequestCounter, WinRMExecutor, clixml_to_text
+from actions.request_counting import RequestCounter
+from actions.winrm import WinRMExecutor, clixml_to_text
 from bot.config import Config, Host, load_config
 from bot.errors import AuthenticationFailed, HostUnreachable, OperationTimedOut, RemoteOperationFailed
 from sandbox.simulator import SimulatedPlatform, read_operations
