@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from requests.adapters import HTTPAdapter
 
 from actions import remote
 from actions.hosts import WinRMCredentials
-from actions.request_counting import RequestCounter
+from actions.request_counting import CountingAdapter, RequestCounter
 from actions.winrm import WinRMExecutor, clixml_to_text
 from bot.config import Config, Host, load_config
 from bot.errors import AuthenticationFailed, HostUnreachable, OperationTimedOut, RemoteOperationFailed
@@ -291,6 +292,20 @@ def test_missing_task_queue_folder(sim: Sim, ex: WinRMExecutor) -> None:
 
 
 # --------------------------------------------------------------------------- shells and connections
+
+
+def test_requests_are_counted_only_through_the_injected_hook(sim: Sim, counter: RequestCounter) -> None:
+    """The production executor sends through requests' own adapters; a hook mounts a counting one, patching nothing."""
+    host = sim.host("as-b")
+    with WinRMExecutor() as plain, WinRMExecutor(on_request=counter) as counted:
+        remote.host_info(plain, host)
+        remote.host_info(counted, host)
+        transport = plain._channels["as-b"].protocol.transport
+        assert transport.session is not None and "build_session" not in vars(transport)
+        assert {type(a) for a in transport.session.adapters.values()} == {HTTPAdapter}
+        session = counted._channels["as-b"].protocol.transport.session
+        assert session is not None and {type(a) for a in session.adapters.values()} == {CountingAdapter}
+    assert counter.actions["Create"] == 1 and counter.actions["Command"] == 1 and counter.connections == 1
 
 
 def test_one_shell_and_one_connection_per_host_across_many_operations(sim: Sim, counter: RequestCounter) -> None:
