@@ -24,7 +24,9 @@ HEAVY = (
     "requests",
     "slack_sdk",
     "matplotlib",
-    "actions",
+    "actions.winrm",  # actions' light modules (errors, hosts, guid) are what bot.errors and bot.config build on;
+    "actions.preflight",  # the ones that open WinRM or ODBC connections are heavy
+    "actions.storage_platform_db",
     "bot.store",
     "bot.runs.service",
 )
