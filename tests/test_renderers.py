@@ -68,3 +68,17 @@ def test_each_module_reads_in_one_sitting(package: str) -> None:
         assert len(text.splitlines()) <= 400, path
         assert ast.get_docstring(tree), path
         assert "from __future__ import annotations" in text, path
+
+
+def test_the_runbooks_public_names_still_import_from_the_package() -> None:
+    """Every public name of the old bot/runs/runbook.py imports from the package; the plan's text from bot.render."""
+    import bot.render.plan as plan_text
+    import bot.runs.runbook as runbook
+
+    names = """RunbookError RunOptions StepSpec ConsoleObject Deletion deletion_line deletions_confirm_text
+        CONFIRM_TEXT_LIMIT Target ResolvedStep Plan load_runbook parse_runbook parse_options resolve completion_note
+        kb_lines Direction Scope DIRECTIONS SCOPES KINDS RISKS TARGETS VARIANTS ORIGINS OTP_OWNERS TASK_FILE ACTIONS
+        MASTER_RETURNS_AT""".split()
+    assert [n for n in names if not hasattr(runbook, n)] == []
+    assert set(runbook.__all__) >= set(names)
+    assert all(hasattr(plan_text, n) for n in ("format_plan", "format_plan_short", "mask_guids"))
