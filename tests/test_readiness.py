@@ -429,14 +429,26 @@ def test_two_replicas_run_one_readiness_loop_and_the_survivor_takes_over(tmp_pat
             pytest.fail(f"PostgreSQL at FAILOVER_TEST_PG_URL is unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
 
+    pids: dict[str, Any] = {}
+
+    def replica_of(pid: str) -> str:
+        """The serve process (replica) a round's runner belongs to: readiness runs in the worker process serve
+        starts, so the runner's pid is that child's; its parent is the replica."""
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return "gone:" + pid  # the process has ended since (its replica was killed)
+        parent = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        return parent if parent in pids else pid
+
     def rounds(h: Any) -> list[tuple[str, Any, Any]]:
         with h.store.read_session() as s:
             rows = s.execute(sa.text("SELECT runner, started_at, finished_at FROM readiness_rounds ORDER BY id")).all()
-        return [(r[0].rsplit(":", 1)[1], r[1], r[2]) for r in rows]
+        return [(replica_of(r[0].rsplit(":", 1)[1]), r[1], r[2]) for r in rows]
 
     try:
         with served(tmp_path, replicas=2, db_url=db_url, config={"readiness": {"interval_s": 5}}) as h:
-            pids = {str(p.proc.pid): p for p in h.replicas if p.proc is not None}
+            pids.update({str(p.proc.pid): p for p in h.replicas if p.proc is not None})
             h.wait_until("three readiness rounds", lambda: len([r for r in rounds(h) if r[2]]) >= 3, timeout=60)
             seen = [r for r in rounds(h) if r[2]]
             assert len({pid for pid, _, _ in seen}) == 1, seen  # one loop: every round by the same replica
