@@ -9,9 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import Config, config_path, db_url, load_config
+from bot.config import Config, config_path, load_config
 from bot.errors import ExecutionError, UsageError, UserError
-from bot.runs.runbook import FailoverHistory, HistoryUnavailable, PastFailover
 
 if TYPE_CHECKING:
     from bot.presenter import Presenter
@@ -173,11 +172,12 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from bot.engine.offline import failover_history
     from bot.render.plan import format_plan, format_plan_short
     from bot.runs.runbook import direction_of, plan_for_command
 
     config = _config(args)
-    plan = plan_for_command(config, direction_of(args.direction), args.site, args.options, _failover_history(config))
+    plan = plan_for_command(config, direction_of(args.direction), args.site, args.options, failover_history(config))
     live = None
     if args.live:
         from actions.preflight import live_values
@@ -191,39 +191,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _failover_history(config: Config) -> FailoverHistory:
-    """Earlier failovers of a site for a failback's defaults, read from the state database when there is one
-    (read-only: plan writes nothing and creates no database file)."""
-
-    def history(site: str) -> list[PastFailover]:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from bot.runs.service import RunService
-        from bot.store.db import MissingDatabase, Store, shown_url
-
-        try:
-            store = Store(db_url(), read_only=True)
-        except MissingDatabase as exc:  # the state database is optional for plan
-            logging.getLogger(__name__).info("%s: failback defaults to scope=all", exc)
-            raise HistoryUnavailable("no state database of the bot yet") from None
-        try:
-            return RunService(store, config).failovers_of(site)
-        except SQLAlchemyError as exc:  # unreachable, or not a failover-bot database yet
-            logging.getLogger(__name__).warning("cannot read %s for failback defaults: %s", shown_url(store.url), exc)
-            raise HistoryUnavailable("the bot's state database could not be read") from None
-        finally:
-            store.dispose()
-
-    return history
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     config.site(args.site)
     config.check_env(winrm=True, odbc=True)
-    from actions.preflight import check_site, format_checks
+    from actions.preflight import format_checks
+    from bot.engine.offline import preflight
 
-    results = check_site(config, args.site)
+    results = preflight(config, args.site)
     print(format_checks(results))
     return 0 if all(r.ok and not r.skipped for r in results) else 1
 
@@ -253,27 +228,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
+    from bot.engine.offline import report as read_report
 
-    from bot.report import build_report
-    from bot.store.db import MissingDatabase, Store, shown_url
-
-    url = db_url()
-    try:
-        store = Store(url, read_only=True)  # a report reads; it never migrates, writes or creates a file
-    except MissingDatabase as exc:
-        raise UsageError(f"{exc} (FAILOVER_DB_URL); nothing created") from None
-    try:
-        if args.config or Path(config_path(args.config)).exists():  # the audit keys it names check the seals
-            store.audit_keys.use(*_config(args).audit_keys())
-        report = build_report(store, args.run_id)
-    except UsageError as exc:
-        raise UsageError(f"{exc} in {shown_url(url)} (FAILOVER_DB_URL)") from None
-    except sa.exc.SQLAlchemyError as exc:
-        problem = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise UsageError(f"cannot read the bot's database at {shown_url(url)}: {problem}") from None
-    finally:
-        store.dispose()
+    # A report reads; it never migrates, writes or creates a file. The audit keys the configuration names
+    # (when there is one) check the chain's seals.
+    with_keys = args.config or Path(config_path(args.config)).exists()
+    report = read_report(args.run_id, (lambda: _config(args).audit_keys()) if with_keys else None)
     print(report.to_json() if args.format == "json" else report.to_markdown(_people_names()), end="")
     return 0 if report.chain_intact else 1
 
@@ -281,23 +241,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_readiness(args: argparse.Namespace) -> int:
     import json
 
-    from bot.readiness.watch import ReadinessWatch, results_text
-    from bot.runs.service import RunService
-    from bot.store.db import Store
+    from bot.engine.offline import readiness
+    from bot.readiness.watch import results_text
 
     config = _config(args)
     if args.now:
         config.check_env(winrm=True, odbc=True)
-    store = Store(db_url())
-    watch: ReadinessWatch | None = None
-    try:
-        service = RunService(store, config)
-        watch = ReadinessWatch(service, _announcer(config, service) if args.now else None)
-        report = watch.run_round() if args.now else watch.latest()
-    finally:
-        if watch is not None:
-            watch.close()
-        store.dispose()
+    report = readiness(config, now=args.now, announcer=lambda service: _announcer(config, service))
     if args.format == "json":
         print(json.dumps(report.to_dict() if report else None, indent=2))
     else:

@@ -113,6 +113,10 @@ def test_listeners_use_only_the_engine_blocks_slack_ids_and_errors_of_the_bot() 
     assert others == []
 
 
+def test_the_command_line_reads_runs_through_the_engine() -> None:
+    assert _breaches("bot.cli", ("bot.store", "bot.runs.service", "bot.runs.worker", "sqlalchemy")) == []
+
+
 def test_no_module_is_named_like_a_top_level_package_it_would_shadow() -> None:
     top = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     shadows = [str(p.relative_to(ROOT)) for p in ROOT.joinpath("bot").rglob("*.py") if p.stem in top]

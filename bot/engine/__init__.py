@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bot.engine.core import Opened, RunEngine, Said
+from bot.engine.core import Opened, RunEngine
 
-__all__ = ["Opened", "RunEngine", "Said"]
+__all__ = ["Opened", "RunEngine"]

@@ -15,7 +15,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.engine.core import FORM_KINDS
+from bot.engine.votes import FORM_KINDS
 from bot.errors import UsageError, UserError
 from bot.listeners.common import BotContext, guarded, say
 from bot.slack_ids import ACTION_PATTERN, ActionId, ButtonRef, action_of
