@@ -31,7 +31,7 @@ def _imported_modules(path: Path) -> Iterator[str]:
 SANDBOX = _modules(ROOT / "sandbox")
 STAND_IN = [p for p in SANDBOX if "slack_api" in p.parts or p.stem == "slack_api"]
 # Still longer than one sitting; each must leave this list once it is split (the test below says when).
-TOO_LONG = {"sandbox/simulator/operations.py", "sandbox/simulator/wsman.py"}
+TOO_LONG = {"sandbox/simulator/wsman.py"}
 
 
 def _lines(path: Path) -> int:

@@ -7,44 +7,17 @@ import hashlib
 import os
 import re
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.config import Config, Host
-from sandbox.simulator.host_state import HostState, PathRejected
-from sandbox.simulator.storage_platform import StoragePlatformDatabase
+from sandbox.simulator.host_state import PathRejected
+from sandbox.simulator.operation_base import HostContext, OperationFailed, Outcome, join, text_of
+from sandbox.simulator.services import service_named, service_query, service_restart, service_start, service_stop
 
 PS_VERSION = "5.1.20348.2849"
-_WILDCARD = re.compile(r"[*?\[\]]")
 _INVALID_FILE_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
-
-
-class OperationFailed(Exception):
-    """The operation ran and failed; the message is what the PowerShell template would report."""
-
-
-@dataclass
-class Outcome:
-    result: dict[str, Any]
-    changed: bool | None = None
-
-
-@dataclass
-class HostContext:
-    """Everything an operation may touch on one host."""
-
-    host: Host
-    state: HostState
-    config: Config
-    database: StoragePlatformDatabase
-    stopping: threading.Event
-    on_promoted: Callable[[str, str], None]  # (host name, guid) after a BackupServer role swap
-    on_slave_started: Callable[[str], None] = lambda host: None  # a Slave replicates the Master's database
 
 
 def target_of(op: str, data: dict[str, Any]) -> str:
@@ -54,7 +27,7 @@ def target_of(op: str, data: dict[str, Any]) -> str:
     if op.startswith("file.") or op == "path.test":
         return str(data.get("path", ""))
     if op.startswith("taskqueue."):
-        return _join(str(data.get("folder", "")), str(data.get("name", "")))
+        return join(str(data.get("folder", "")), str(data.get("name", "")))
     return ""
 
 
@@ -73,24 +46,6 @@ def perform(ctx: HostContext, op: str, data: dict[str, Any]) -> Outcome:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise OperationFailed(f"missing or invalid '{key}' in the operation data")
-    return value
-
-
-def _timeout(data: dict[str, Any]) -> float:
-    value = data.get("timeout_s")
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise OperationFailed("missing or invalid 'timeout_s' in the operation data")
-    return float(value)
-
-
-def _join(folder: str, name: str) -> str:
-    return folder.rstrip("\\/") + "\\" + name if folder else name
 
 
 def _sha256(content: bytes) -> str:
@@ -158,8 +113,8 @@ def _host_info(ctx: HostContext, data: dict[str, Any]) -> Outcome:
 
 
 def _host_preflight(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    path = _absolute(_text(data, "settings_path"))
-    name = _service(ctx, data)
+    path = _absolute(text_of(data, "settings_path"))
+    name = service_named(ctx, data)
     local = ctx.state.resolve(path)
     faults = ctx.state.faults()
     dependents = [{"name": d, "state": ctx.state.service_state(d) or "Running"} for d in faults.dependents_of(name)]
@@ -176,141 +131,11 @@ def _host_preflight(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     )
 
 
-# --------------------------------------------------------------------------- services
-
-_SETTLED = {"StartPending": "Running", "ContinuePending": "Running", "StopPending": "Stopped", "PausePending": "Paused"}
-
-
-def _service(ctx: HostContext, data: dict[str, Any]) -> str:
-    name = data.get("service")
-    if not isinstance(name, str) or not name or _WILDCARD.search(name):
-        raise OperationFailed(f"invalid service name '{name}': wildcard characters are not allowed")
-    found = [s for s in ctx.state.services() if s.lower() == name.lower()]
-    if len(found) != 1:
-        raise OperationFailed(f"expected exactly one service named '{name}', found {len(found)}")
-    return found[0]
-
-
-def _state(ctx: HostContext, name: str) -> str:
-    """The state now: a stuck fault holds a pending state; a pending state without one settles at once."""
-    state = ctx.state.service_state(name) or "Stopped"
-    if ctx.state.faults().stuck_state(name) is None and state in _SETTLED:
-        state = _SETTLED[state]
-        ctx.state.set_service_state(name, state)
-    return state
-
-
-def _wait(ctx: HostContext, name: str, wanted: str, deadline: float, verb: str, limit: float) -> None:
-    """Wait-Status: wait until the service is in ``wanted`` (a stuck fault holds it), else fail."""
-    while True:
-        stuck = ctx.state.faults().stuck_state(name)
-        if stuck is None:
-            state = _state(ctx, name)
-            if state != wanted:
-                ctx.state.set_service_state(name, wanted)
-            return
-        if stuck == wanted:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.stopping.is_set():
-            raise OperationFailed(f"service '{name}' did not {verb} within {limit:g} s: stuck in {stuck}")
-        ctx.stopping.wait(min(0.1, remaining))
-
-
-def _service_query(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    name = _service(ctx, data)
-    return Outcome({"service": name, "state": _state(ctx, name)})
-
-
-def _stop(ctx: HostContext, name: str, timeout: float) -> None:
-    """Stop-OneService."""
-    deadline = time.monotonic() + timeout
-    state = _state(ctx, name)
-    if state in ("StartPending", "ContinuePending"):  # stopping a starting service fails (1061): wait first
-        _wait(ctx, name, "Running", deadline, "start", timeout)
-        state = "Running"
-    if state not in ("Stopped", "StopPending"):
-        faults = ctx.state.faults()
-        running = [d for d in faults.dependents_of(name) if (ctx.state.service_state(d) or "Running") != "Stopped"]
-        if running:
-            raise OperationFailed(
-                f"service '{name}' has running dependent services: {', '.join(running)}; stop them first"
-            )
-        if faults.stuck_state(name) is None:
-            ctx.state.set_service_state(name, "Stopped")
-    _wait(ctx, name, "Stopped", deadline, "stop", timeout)
-
-
-def _start(ctx: HostContext, name: str, timeout: float) -> None:
-    """Start-OneService."""
-    deadline = time.monotonic() + timeout
-    state = _state(ctx, name)
-    if state in ("Paused", "PausePending", "ContinuePending"):
-        raise OperationFailed(
-            f"service '{name}' is {state}: resume or stop it first; the bot does not start a paused service"
-        )
-    if state == "StopPending":  # starting a stopping service fails (1061): wait until it has stopped
-        _wait(ctx, name, "Stopped", deadline, "stop", timeout)
-        state = "Stopped"
-    if state == "Stopped":
-        faults = ctx.state.faults()
-        if faults.start_type_of(name).lower() == "disabled":
-            raise OperationFailed(f"service '{name}' is Disabled (its start type): set it to Automatic or Manual first")
-        if any(s.lower() == name.lower() for s in faults.logon_failure):
-            cannot = f"Cannot start service {name} on computer '.'."
-            raise OperationFailed(
-                f'Exception calling "Start" with "0" argument(s): "{cannot}" <- {cannot} <- '
-                "The service did not start due to a logon failure (Win32 error 1069)"
-            )
-        if faults.stuck_state(name) is None:
-            ctx.state.set_service_state(name, "Running")
-    _wait(ctx, name, "Running", deadline, "start", timeout)
-    if ctx.host.role == "account_server" and name.lower() == ctx.config.redstor.account_server.service.lower():
-        _account_server_started(ctx)
-
-
-def _account_server_started(ctx: HostContext) -> None:
-    """A Master AccountServer whose row is the Slave's takes over the database (promoted Slave)."""
-    settings_path = ctx.config.windows_path(ctx.config.redstor.account_server.settings)
-    settings = ctx.state.read_settings(settings_path)
-    if settings is not None and settings.is_slave:
-        ctx.on_slave_started(ctx.host.name)
-        return
-    if settings is None or not settings.server_guid:
-        return
-    if ctx.database.promote_account_server(settings.server_guid):
-        ctx.on_promoted(ctx.host.name, settings.server_guid)
-
-
-def _service_stop(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    name = _service(ctx, data)
-    timeout = _timeout(data)
-    changed = _state(ctx, name) != "Stopped"
-    _stop(ctx, name, timeout)
-    return Outcome({"service": name, "state": _state(ctx, name), "changed": changed}, changed)
-
-
-def _service_start(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    name = _service(ctx, data)
-    timeout = _timeout(data)
-    changed = _state(ctx, name) != "Running"
-    _start(ctx, name, timeout)
-    return Outcome({"service": name, "state": _state(ctx, name), "changed": changed}, changed)
-
-
-def _service_restart(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    name = _service(ctx, data)
-    timeout = _timeout(data)
-    _stop(ctx, name, timeout)
-    _start(ctx, name, timeout)
-    return Outcome({"service": name, "state": _state(ctx, name)}, True)
-
-
 # --------------------------------------------------------------------------- files
 
 
 def _file_read(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    path = _absolute(_text(data, "path"))
+    path = _absolute(text_of(data, "path"))
     kind = _kind(ctx, path)
     if kind == "folder":
         raise OperationFailed(f"not a file: {path} is a folder")
@@ -324,10 +149,10 @@ def _file_read(ctx: HostContext, data: dict[str, Any]) -> Outcome:
 
 
 def _file_replace(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    path = _absolute(_text(data, "path"))
-    backup = _absolute(_text(data, "backup_path"))
-    wanted = _text(data, "sha256").lower()
-    expected = _text(data, "expected_sha256").lower()
+    path = _absolute(text_of(data, "path"))
+    backup = _absolute(text_of(data, "backup_path"))
+    wanted = text_of(data, "sha256").lower()
+    expected = text_of(data, "expected_sha256").lower()
     try:
         content = base64.b64decode(data.get("content_b64", ""), validate=True)
     except (TypeError, ValueError) as exc:
@@ -418,7 +243,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _path_test(ctx: HostContext, data: dict[str, Any]) -> Outcome:
-    kind = _kind(ctx, _absolute(_text(data, "path")))
+    kind = _kind(ctx, _absolute(text_of(data, "path")))
     return Outcome({"exists": kind != "missing", "is_dir": kind == "folder"})
 
 
@@ -426,18 +251,18 @@ def _path_test(ctx: HostContext, data: dict[str, Any]) -> Outcome:
 
 
 def _task_file(ctx: HostContext, data: dict[str, Any]) -> tuple[str, Path, Path]:
-    folder = _absolute(_text(data, "folder"))
+    folder = _absolute(text_of(data, "folder"))
     name = data.get("name")
     if not isinstance(name, str) or not name or _INVALID_FILE_NAME.search(name):
         raise OperationFailed(f"invalid task file name '{name}'")
     local_folder = ctx.state.resolve(folder)
-    return _join(folder, name), local_folder, ctx.state.resolve(_join(folder, name))
+    return join(folder, name), local_folder, ctx.state.resolve(join(folder, name))
 
 
 def _taskqueue_drop(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     path, _, local = _task_file(ctx, data)
-    if _kind(ctx, _text(data, "folder")) != "folder":
-        raise OperationFailed(f"task queue folder not found: {_text(data, 'folder')}")
+    if _kind(ctx, text_of(data, "folder")) != "folder":
+        raise OperationFailed(f"task queue folder not found: {text_of(data, 'folder')}")
     try:
         with local.open("xb"):
             pass
@@ -448,17 +273,17 @@ def _taskqueue_drop(ctx: HostContext, data: dict[str, Any]) -> Outcome:
 
 def _taskqueue_status(ctx: HostContext, data: dict[str, Any]) -> Outcome:
     path, _, _ = _task_file(ctx, data)
-    exists = _kind(ctx, _text(data, "folder")) == "folder"
+    exists = _kind(ctx, text_of(data, "folder")) == "folder"
     return Outcome({"folder_exists": exists, "waiting": exists and _kind(ctx, path) == "file"})
 
 
 _HANDLERS: dict[str, Callable[[HostContext, dict[str, Any]], Outcome]] = {
     "host.info": _host_info,
     "host.preflight": _host_preflight,
-    "service.query": _service_query,
-    "service.stop": _service_stop,
-    "service.start": _service_start,
-    "service.restart": _service_restart,
+    "service.query": service_query,
+    "service.stop": service_stop,
+    "service.start": service_start,
+    "service.restart": service_restart,
     "file.read": _file_read,
     "file.replace": _file_replace,
     "path.test": _path_test,

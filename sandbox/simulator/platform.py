@@ -20,7 +20,7 @@ from bot.errors import ConfigError
 from sandbox.simulator.account_server import AccountServerModel, run_account_servers
 from sandbox.simulator.endpoint import Credentials, EndpointServer, Route
 from sandbox.simulator.host_state import HostState
-from sandbox.simulator.operations import HostContext
+from sandbox.simulator.operation_base import HostContext
 from sandbox.simulator.oplog import OperationLog
 from sandbox.simulator.powershell import CLM_MESSAGE, ProcessResult, check_command_line, rejected, run_script
 from sandbox.simulator.security import SimulatedCA, use_user_file, write_user_file

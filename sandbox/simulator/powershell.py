@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from actions import protocol
-from sandbox.simulator.operations import HostContext, OperationFailed, perform, target_of
+from sandbox.simulator.operation_base import HostContext, OperationFailed
+from sandbox.simulator.operations import perform, target_of
 from sandbox.simulator.oplog import OperationLog
 
 
