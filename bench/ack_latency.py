@@ -302,10 +302,13 @@ def measure_during_run(
     latency_ms: int,
     ctx: multiprocessing.context.SpawnContext,
     pin_serve: set[int] | None = None,
+    every_s: float = 2.0,
 ) -> tuple[list[Stats], str]:
     """While a ``servers``+``servers`` failover and failback execute (people clicking through them as fast
-    as they can on another thread), bursts of ``status`` and bursts of clicks on a card the run has left
-    behind, one after the other until the run ends."""
+    as they can on another thread), every ``every_s`` seconds a burst of ``status`` and a burst of clicks
+    on a card the run has left behind (F1's Approve, once F1 is done), until the run ends. Back to back,
+    the bursts would be hundreds of requests a second: the work they queue would starve the run's own
+    clicks, which is an overload test, not this measurement."""
     from bench.platforms import site_hosts
     from bench.served import served_bot
     from bot.runs.rules import bot_executes
@@ -344,10 +347,11 @@ def measure_during_run(
             driver = threading.Thread(target=drive, name="people", daemon=True)
             started = time.monotonic()
             driver.start()
+            rh.wait_until("F1 to be done", lambda: rh.service.view(fo).step(cur.step.id).state != cur.state, 60)
             status = Stats("status*", concurrency, [], Counter())
             click = Stats("click*", concurrency, [], Counter())
             users = [ALICE, BOB, CAROL]
-            while not done.is_set():
+            while not done.wait(every_s):
                 batch = [bench.sign(users[i % 3], lambda p: p.command("status")) for i in range(concurrency)]
                 for code, seconds in bench.burst(batch):
                     status.statuses[code] += 1
@@ -357,9 +361,10 @@ def measure_during_run(
                     click.latencies.append(seconds)
             driver.join(600)
             wall = time.monotonic() - started
-            if failure:
-                raise RuntimeError(f"the run under load failed: {failure[0]!r}")
-            note += f"; the {servers}+{servers} failover + failback took {wall:.1f} s under this load"
+            if failure:  # the acknowledgements measured until then still count; say how the run ended
+                note += f"; the run under load did not finish ({failure[0]!r} after {wall:.1f} s)"
+            else:
+                note += f"; the {servers}+{servers} failover + failback took {wall:.1f} s under this load"
         finally:
             _stop_loader(parent, loader)
     return [status, click], note
@@ -375,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=20, help="WinRM latency of the run under load")
     parser.add_argument("--pin-serve", type=int, nargs="*", default=None, metavar="CPU", help="e.g. --pin-serve 1")
     parser.add_argument("--skip-alone", action="store_true", help="only the measurement during a run")
+    parser.add_argument("--every-s", type=float, default=2.0, help="seconds between bursts during the run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     ctx = multiprocessing.get_context("spawn")
@@ -390,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(stats.row(), flush=True)
             notes.append(f"{c} alone: {note}")
         if args.during_run:
-            rows, note = measure_during_run(c, args.during_run, args.latency_ms, ctx, pin_serve)
+            rows, note = measure_during_run(c, args.during_run, args.latency_ms, ctx, pin_serve, args.every_s)
             for stats in rows:
                 print(stats.row(), flush=True)
             notes.append(f"{c} during the run: {note}")

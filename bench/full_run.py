@@ -182,8 +182,10 @@ HEADER = (
 )
 
 
-def run_once(servers: int, latency_ms: int, handshake_ms: int = 0, profile: Path | None = None) -> Result:
-    with served_bot(servers or None, prefix="bench-full-run-") as b:
+def run_once(
+    servers: int, latency_ms: int, handshake_ms: int = 0, profile: Path | None = None, postgres: str | None = None
+) -> Result:
+    with served_bot(servers or None, prefix="bench-full-run-", postgres=postgres) as b:
         rh = b.rh
         site_a, site_b = site_hosts(b.config_path, "site-a"), site_hosts(b.config_path, "site-b")
         for host in site_b:
@@ -238,7 +240,8 @@ def start_profilers(serve_pid: int, out: Path, servers: int) -> list[tuple[subpr
     for pid in process_tree(serve_pid):
         role = "worker" if "worker" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") else "web"
         path = out / f"{role}-{servers}.txt"
-        cmd = [PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(path)]
+        cmd = [PY_SPY, "record", "--nonblocking", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+        cmd += ["--output", str(path)]  # --nonblocking: never pause serve to sample it
         spies.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
     return spies
 
@@ -262,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--handshake-ms", type=int, default=50, help="cost of each new WinRM connection")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy every serve process into DIR")
+    parser.add_argument("--postgres", default=None, metavar="URL", help="the bot's database: a fresh schema there")
     parser.add_argument("--repeat", type=int, default=1, help="runs per platform")
     parser.add_argument("--verbose", action="store_true", help="print every phase's requests and seconds")
     args = parser.parse_args(argv)
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER, flush=True)
     for n in args.servers:
         for _ in range(max(1, args.repeat)):
-            result = run_once(n, args.latency_ms, args.handshake_ms, args.profile)
+            result = run_once(n, args.latency_ms, args.handshake_ms, args.profile, args.postgres)
             print(result.row(), flush=True)
             if args.verbose:
                 chain = result.phases.chain()

@@ -38,6 +38,13 @@ AREAS = (
 )
 
 
+# Leaf functions that wait (a condition, a socket, a sleep) rather than compute: left out, so the shares are
+# of the time threads were busy in Python or C code (a thread blocked on SQLite's lock still counts: it
+# sits in the database's frames).
+WAITS = {"wait", "select", "sleep", "poll", "_wait_for_tstate_lock", "accept", "readinto", "recv_into", "recv", "get"}
+WAITS |= {"_worker", "_read_pipe", "_loop"}  # they block in C (queue.get, readline): their frame is the leaf
+
+
 def area(path: str) -> str:
     for name, needles in AREAS:
         if any(n in path for n in needles):
@@ -64,7 +71,9 @@ def parse(path: Path) -> list[tuple[list[tuple[str, str]], int]]:
 
 
 def summarise(path: Path, top: int) -> None:
-    stacks = parse(path)
+    everything = parse(path)
+    stacks = [(frames, n) for frames, n in everything if frames and frames[-1][0].rsplit(".", 1)[-1] not in WAITS]
+    waiting = sum(n for _, n in everything) - sum(n for _, n in stacks)
     total = sum(n for _, n in stacks) or 1
     leaf: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -74,7 +83,7 @@ def summarise(path: Path, top: int) -> None:
         leaf[area(frames[-1][1])] += n
         for key in {f"{func} ({area(file)})" for func, file in frames}:
             inclusive[key] += n
-    print(f"\n{path.name}: {total} samples (200 per second of a busy thread)")
+    print(f"\n{path.name}: {total} busy samples (100 per second of a thread), {waiting} waiting samples left out")
     print("  leaf frames by area:")
     for name, n in leaf.most_common(top):
         print(f"    {100 * n / total:5.1f}%  {name}")

@@ -45,7 +45,13 @@ from bot.store.db import Store, as_utc  # noqa: E402
 from sandbox.rehearsal import BOT_TOKEN, environment  # noqa: E402
 from sandbox.slack_api import FakeSlackApi  # noqa: E402
 from tests.support.platform import TEST_WINRM_PASSWORD, TEST_WINRM_USER, free_port  # noqa: E402
-from tests.support.serve_process import ReplicaPerson, Served, ServeProcess, _bot_env  # noqa: E402
+from tests.support.serve_process import (  # noqa: E402
+    ReplicaPerson,
+    Served,
+    ServeProcess,
+    _bot_env,
+    postgres_schema,
+)
 
 PEOPLE = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
 # (arrival, epoch seconds; host; refused: the host was "down"; fresh: the first request on a new connection,
@@ -257,8 +263,23 @@ def write_bench_config(directory: Path, servers: int | None) -> Path:
 
 
 @contextmanager
-def served_bot(servers: int | None = None, *, prefix: str = "bench-") -> Iterator[Bench]:
-    """Platform process, Slack stand-in here, ``failover-bot serve`` subprocess; all stopped on exit."""
+def served_bot(servers: int | None = None, *, prefix: str = "bench-", postgres: str | None = None) -> Iterator[Bench]:
+    """Platform process, Slack stand-in here, ``failover-bot serve`` subprocess; all stopped on exit.
+
+    The bot's database is SQLite in a temporary directory, or a fresh schema on the PostgreSQL server at
+    ``postgres`` (dropped afterwards).
+    """
+    if postgres:
+        with postgres_schema(postgres) as url:
+            with _served_bot(servers, prefix=prefix, _db_url=url) as bench:
+                yield bench
+        return
+    with _served_bot(servers, prefix=prefix, _db_url=None) as bench:
+        yield bench
+
+
+@contextmanager
+def _served_bot(servers: int | None, *, prefix: str, _db_url: str | None) -> Iterator[Bench]:
     # the platform checks these credentials; the bot sends them
     with environment({"FAILOVER_WINRM_USER": TEST_WINRM_USER, "FAILOVER_WINRM_PASSWORD": TEST_WINRM_PASSWORD}):
         with tempfile.TemporaryDirectory(prefix=prefix) as tmp_name:
@@ -266,7 +287,7 @@ def served_bot(servers: int | None = None, *, prefix: str = "bench-") -> Iterato
             config_path = write_bench_config(tmp / "cfg", servers)
             config = load_config(config_path)
             state = tmp / "state"
-            db_url = f"sqlite:///{tmp / 'failover-bot.db'}"
+            db_url = _db_url or f"sqlite:///{tmp / 'failover-bot.db'}"
             platform = PlatformProcess(config_path, state)
             try:
                 with FakeSlackApi(token=BOT_TOKEN) as slack:
@@ -289,6 +310,12 @@ def served_bot(servers: int | None = None, *, prefix: str = "bench-") -> Iterato
                         for uid, name in PEOPLE.items():
                             rh.people[uid] = ReplicaPerson(uid, name, served=rh, slack=slack)
                         yield Bench(rh, platform, proc, config_path, tmp)
+                    except BaseException:
+                        lines = proc.log_tail(20000).splitlines()
+                        first = next((i for i, line in enumerate(lines) if " ERROR " in line), max(0, len(lines) - 40))
+                        shown = "\n".join(lines[first : first + 60])
+                        print(f"serve's log from its first error:\n{shown}", file=sys.stderr)
+                        raise
                     finally:
                         _stop(proc)
                         store.dispose()
