@@ -151,3 +151,109 @@ def test_block_kit_limits_live_once_in_the_bot() -> None:
     assert limits.exists()
     builders = [p for p in _files("bot.blocks") if p != limits]
     assert [hit for p in builders for hit in _limit_literals(p)] == []
+
+
+# The whole product, top to bottom. A module may import from its own layer or any layer below it, never above:
+# the front (server, app, listeners) calls the engine; the engine calls what runs, shows and stores; the store
+# and the configuration build on actions' types; actions (WinRM, PowerShell, the database) knows none of the bot.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("sandbox",),  # the simulated platform, the Slack stand-in, the demo: above the product, never below it
+    ("bot.__main__", "bot.cli"),
+    ("bot.server", "bot.supervisor"),
+    ("bot.runtime",),  # wires the parts of one process (web, worker or both)
+    ("bot.app",),
+    ("bot.listeners",),
+    ("bot.engine",),  # the one front door
+    ("bot.scheduling", "bot.readiness", "bot.reporting"),
+    ("bot.presenter",),
+    ("bot.report", "bot.render", "bot.blocks", "bot.hub"),
+    ("bot.runs",),
+    ("bot.store", "bot.config", "bot.slack_ids"),
+    ("bot.errors",),
+    ("actions",),
+)
+# The one way up: `failover-bot simulate` and `failover-bot demo` start the sandbox, imported only when asked.
+UPWARD_ALLOWED = {("bot.cli", "sandbox")}
+
+
+def _layer_of(module: str) -> int | None:
+    for rank, prefixes in enumerate(LAYERS):
+        if _within(module, prefixes):
+            return rank
+    return None
+
+
+def _product_modules() -> list[tuple[Path, str]]:
+    return [(path, _module_name(path)) for top in ("bot", "actions", "sandbox") for path in _files(top)]
+
+
+def test_every_product_module_has_a_layer() -> None:
+    assert [name for _, name in _product_modules() if name not in ("bot",) and _layer_of(name) is None] == []
+
+
+def test_no_module_imports_from_a_layer_above_its_own() -> None:
+    upward = []
+    for path, name in _product_modules():
+        mine = _layer_of(name)
+        if mine is None:
+            continue
+        for line, module in _runtime_imports(path):
+            theirs = _layer_of(module)
+            if theirs is None or theirs >= mine:
+                continue
+            owner = next(p for p in LAYERS[mine] if _within(name, (p,)))
+            target = next(p for p in LAYERS[theirs] if _within(module, (p,)))
+            if (owner, target) not in UPWARD_ALLOWED:
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {module} (a layer above)")
+    assert upward == []
+
+
+def test_the_cli_starts_the_sandbox_only_inside_the_commands_that_ask_for_it() -> None:
+    tree = ast.parse((ROOT / "bot" / "cli.py").read_text(encoding="utf-8"))
+    top_level = [node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom) and not node.level] + [
+        alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names
+    ]
+    assert [m for m in top_level if _within(m, ("sandbox",))] == []
+
+
+def _group(module: str) -> str | None:
+    for prefixes in LAYERS:
+        for prefix in prefixes:
+            if _within(module, (prefix,)):
+                return prefix
+    return None
+
+
+def test_no_import_cycle_between_parts_of_the_product() -> None:
+    edges: dict[str, set[str]] = {}
+    for path, name in _product_modules():
+        mine = _group(name)
+        for _, module in _runtime_imports(path):
+            theirs = _group(module)
+            if mine and theirs and theirs != mine:
+                edges.setdefault(mine, set()).add(theirs)
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            here = todo.pop()
+            for nxt in edges.get(here, ()):
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    cycles = sorted(f"{a} <-> {b}" for a in edges for b in edges[a] if a < b and reaches(b, a))
+    assert cycles == []
+
+
+def test_the_contract_catches_an_import_from_above(tmp_path: Path) -> None:
+    """The layer check is not vacuous: a store module importing the engine is found."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from bot.engine import RunEngine\n", encoding="utf-8")
+    found = [module for _, module in _runtime_imports(probe, "bot.store.probe")]
+    layer_of_probe = _layer_of("bot.store.probe")
+    assert layer_of_probe is not None
+    assert any((_layer_of(m) or 99) < layer_of_probe for m in found)
