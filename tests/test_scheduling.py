@@ -18,10 +18,11 @@ from bot.presenter import Presenter
 from bot.runs.machine import StepState
 from bot.runs.service import RunService
 from bot.runtime import build_runtime
-from bot.scheduling import PostgresLease, Reminders, remind_approvers
+from bot.scheduling import Reminders, remind_approvers
 from bot.server import start_up
 from bot.store import audit
 from bot.store.db import Store, utcnow
+from bot.store.locks import LEASE_NAMESPACE, PostgresLease
 from sandbox.slack_api import DEFAULT_TOKEN, FakeSlackApi, Message
 from tests.support.engine import ALICE, BOB, CAROL, seen
 from tests.support.platform import write_config
@@ -395,7 +396,7 @@ def test_postgres_leader_whose_connection_dies_is_replaced(store: Store, slack: 
         with store.engine.connect() as conn:
             holders = conn.execute(
                 sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :ns AND granted"),
-                {"ns": 7_411_003},
+                {"ns": LEASE_NAMESPACE},
             ).scalar()
         assert holders == 1
     finally:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from bot.runs.machine import FINISHED_STEP_STATES, RunState
+from bot.runs.rules import bot_executes
 from bot.runs.service import RunView
-from bot.runs.worker import bot_executes
 from bot.store.db import Store, as_utc
 from bot.store.models import AuditEvent, Run
 

@@ -14,6 +14,9 @@ if TYPE_CHECKING:  # the rows' shapes only; nothing of the database is imported 
     from bot.store.models import Run, StepRun
 
 
+WHOLE = ""  # target key of a step's own row (fan-out targets have their host name)
+
+
 def as_utc(value: datetime) -> datetime:
     """A stored time as UTC (SQLite hands back naive datetimes; everything stored is UTC)."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)

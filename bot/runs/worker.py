@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from actions import settings_xml
@@ -19,86 +17,20 @@ from actions.guid import check_guid_unchanged, guid_at_rest, guid_fact
 from actions.reads import read_settings
 from actions.registry import action_for
 from actions.storage_platform_db import StoragePlatformDb
-from bot.config import Host
 from bot.errors import ExecutionError, StateConflict, UsageError
 from bot.runs import policy
-from bot.runs.machine import FINISHED_STEP_STATES, RunState, StepState
+from bot.runs.fanout import FanOut, Notify
+from bot.runs.machine import RunState, StepState
+from bot.runs.recording import RecordingExecutor, finished_detail
+from bot.runs.restart import Restart
 from bot.runs.rules import bot_executes
 from bot.runs.runbook import ResolvedStep, Target
 from bot.runs.service import WHOLE, RunService, RunView, StepView
-from bot.store import audit
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[str, str], None]  # (run_id, what happened) -> the presenter updates Slack
-PROGRESS_INTERVAL_S = 0.5  # a fan-out step's card shows finished targets at most this often
 
-
-def output_digest(value: Any) -> str:
-    """SHA-256 of what an execution returned, secrets masked first (the digest never hides a secret)."""
-    return hashlib.sha256(audit.canonical({"output": audit.scrub(value)}).encode("utf-8")).hexdigest()
-
-
-class RecordingExecutor:
-    """The executor as the worker uses it: while a step executes, each remote operation it performs is noted
-    (host, operation, exit status, digest of the output) for the step's ``execution.finished`` audit event.
-    Previews and probes run outside ``recording()`` and are not noted."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self._local = threading.local()
-
-    def run(self, host: Host, op: str, data: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
-        noted: list[dict[str, Any]] | None = getattr(self._local, "noted", None)
-        started = time.monotonic()
-        try:
-            result: dict[str, Any] = self.inner.run(host, op, data, timeout_s=timeout_s)
-        except ExecutionError as exc:
-            if noted is not None:
-                noted.append(
-                    {
-                        "host": host.name,
-                        "op": op,
-                        "ok": False,
-                        "exit_status": None,
-                        "error": str(exc),
-                        "error_kind": type(exc).__name__,
-                        "output_sha256": output_digest(str(exc)),
-                        "duration_s": round(time.monotonic() - started, 3),
-                    }
-                )
-            raise
-        if noted is not None:
-            noted.append(
-                {
-                    "host": host.name,
-                    "op": op,
-                    "ok": True,
-                    "exit_status": 0,  # the executor returns only results of scripts that exited 0
-                    "output_sha256": output_digest(result),
-                    "duration_s": round(time.monotonic() - started, 3),
-                }
-            )
-        return result
-
-    @contextmanager
-    def recording(self) -> Iterator[list[dict[str, Any]]]:
-        """Note the remote operations this thread performs until the block ends."""
-        noted: list[dict[str, Any]] = []
-        self._local.noted = noted
-        try:
-            yield noted
-        finally:
-            self._local.noted = None
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class Worker:
+class Worker(FanOut, Restart):
     """One background worker per process. ``kick(run_id)`` is cheap and idempotent."""
 
     def __init__(
@@ -341,21 +273,7 @@ class Worker:
         run_id, step = view.run.id, sv.step
         ctx = self.context(view)
         if whole is None:
-            futures = {t.key: self._targets.submit(self._run_target, ctx, run_id, sv, t) for t in targets}
-            self._await_targets(run_id, step.id, list(futures.values()))
-            errors = [e for e in (f.result() for f in futures.values()) if e]
-            fresh = self.service.view(run_id).step(step.id)
-            bad = [k for k, r in fresh.targets.items() if r.state not in FINISHED_STEP_STATES]
-            ok = not bad
-            error = None if ok else "; ".join(errors) or f"targets not done: {', '.join(bad)}"
-            self.service.finish(
-                run_id,
-                step.id,
-                ok=ok,
-                error=error,
-                duration_s=time.monotonic() - started,
-                result={"targets": {k: r.state for k, r in fresh.targets.items()}},
-            )
+            self._run_fanout(ctx, run_id, sv, targets, started)
             return
         outcome: Outcome | None = None
         failure: ExecutionError | None = None
@@ -372,7 +290,7 @@ class Worker:
                 ok=False,
                 error=str(failure),
                 duration_s=duration,
-                execution=_finished(False, failure, noted, duration),
+                execution=finished_detail(False, failure, noted, duration),
                 on=whole.host,
             )
             return
@@ -385,7 +303,7 @@ class Worker:
             ok=True,
             result=result,
             duration_s=duration,
-            execution=_finished(True, result, noted, duration),
+            execution=finished_detail(True, result, noted, duration),
             on=whole.host,
         )
 
@@ -414,7 +332,7 @@ class Worker:
                 error=message,
                 target=target,
                 duration_s=duration,
-                execution=_finished(False, message, [], duration),
+                execution=finished_detail(False, message, [], duration),
                 on=on,
                 in_doubt=step.risk != "read",
             )
@@ -423,73 +341,6 @@ class Worker:
         except Exception:  # the database itself is failing: the start-up recovery settles it later
             log.exception("%s %s: could not record the unexpected error %s", run_id, step.id, ref)
         return message
-
-    def _await_targets(self, run_id: str, step_id: str, futures: list[Future[str | None]]) -> None:
-        """Wait for a fan-out step's targets; show their progress at most every PROGRESS_INTERVAL_S.
-
-        One notification per interval from this (the step's) thread, not one per finished target from
-        the target threads: each notification re-reads the run and re-renders its cards, and the
-        target threads keep to their hosts.
-        """
-        pending: set[Future[str | None]] = set(futures)
-        shown = 0
-        while pending:
-            _done, pending = wait(pending, timeout=PROGRESS_INTERVAL_S, return_when=FIRST_COMPLETED)
-            finished = len(futures) - len(pending)
-            if pending and finished > shown:
-                self.notify(run_id, f"step {step_id}: {finished} of {len(futures)} targets finished")
-                shown = finished
-                wait(pending, timeout=PROGRESS_INTERVAL_S)  # pace: at most one progress note per interval
-
-    def _targets_to_run(self, sv: StepView) -> list[Target]:
-        if not sv.targets:
-            return list(sv.step.targets)
-        wanted = {k for k, r in sv.targets.items() if r.state in (StepState.APPROVED, StepState.AWAITING_APPROVAL)}
-        return [t for t in sv.step.targets if t.key in wanted]
-
-    def _run_target(self, ctx: StepContext, run_id: str, sv: StepView, target: Target) -> str | None:
-        """One target of a fan-out step; returns its error (None when it succeeded or was not ours)."""
-        started = time.monotonic()
-        try:
-            return self._run_target_claimed(ctx, run_id, sv, target, started)
-        except Exception as exc:  # the target must not stay running: it ends failed or unknown
-            return f"{target.key}: {self._settle_unexpected(run_id, sv.step, target.key, exc, started)}"
-
-    def _run_target_claimed(
-        self, ctx: StepContext, run_id: str, sv: StepView, target: Target, started: float
-    ) -> str | None:
-        step = sv.step
-        # Approval (a retried target is already approved), claim and intent: one transaction.
-        if not self.service.claim_target(run_id, step.id, target.key, intent=self._intent(sv, target), approve=True):
-            return None
-        with self.executor.recording() as noted:
-            try:
-                outcome = action_for(step.action).run(ctx, step, target)
-            except ExecutionError as exc:
-                duration = time.monotonic() - started
-                self.service.finish(
-                    run_id,
-                    step.id,
-                    ok=False,
-                    error=str(exc),
-                    target=target.key,
-                    duration_s=duration,
-                    execution=_finished(False, exc, noted, duration),
-                )
-                return f"{target.key}: {exc}"
-        self._record(run_id, outcome)
-        result = {"summary": outcome.summary, **outcome.result}
-        duration = time.monotonic() - started
-        self.service.finish(
-            run_id,
-            step.id,
-            ok=True,
-            target=target.key,
-            duration_s=duration,
-            result=result,
-            execution=_finished(True, result, noted, duration),
-        )
-        return None  # progress is shown by _await_targets
 
     def _record(self, run_id: str, outcome: Outcome) -> None:
         for key, value in outcome.facts.items():
@@ -513,86 +364,3 @@ class Worker:
         return out
 
     # ------------------------------------------------------------------ after a crash
-
-    def _reclaim_messages(self, run_id: str) -> None:
-        """Step messages a dead process claimed but never posted are handed back (and posted by the next sync)."""
-        wait = self.service.release_stale_message_claims(run_id)
-        if wait is not None:
-            timer = threading.Timer(wait + 0.2, self.kick, args=(run_id,))
-            timer.daemon = True
-            with self._guard:
-                self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-            timer.start()
-
-    def recover(self) -> list[str]:
-        """Start-up: running steps become unknown; each probe decides or people are asked. Nothing re-runs."""
-        active = self.service.active_run()
-        if active is not None:
-            self._reclaim_messages(active.id)
-        crashed: dict[tuple[str, str], list[str]] = {}
-        for run_id, step_id, target in self.service.mark_crashed():
-            crashed.setdefault((run_id, step_id), []).append(target)
-        messages: list[str] = []
-        for (run_id, step_id), targets in crashed.items():
-            view = self.service.view(run_id)
-            sv = view.step(step_id)
-            action = action_for(sv.step.action)
-            ctx = self.context(view)
-            keys = [t for t in targets if t != WHOLE] if sv.targets else [WHOLE]
-            for key in keys:
-                chosen = [t for t in sv.step.targets if key == WHOLE or t.key == key]
-                why = ""
-                try:
-                    answers = [action.probe(ctx, sv.step, t) for t in chosen]
-                except Exception as exc:  # any failure of the probe: people decide, never re-run blindly
-                    answers = [None]
-                    if isinstance(exc, ExecutionError):
-                        why = f"its read-only check failed: {exc}"
-                    else:
-                        ref = uuid.uuid4().hex[:8]
-                        log.error("%s %s: probe failed, reference %s", run_id, step_id, ref, exc_info=exc)
-                        why = f"its read-only check failed: unexpected {type(exc).__name__}, reference {ref}"
-                    audit.record(
-                        self.service.store,
-                        run_id,
-                        "bot",
-                        "probe.failed",
-                        step_id=step_id,
-                        target=key or None,
-                        detail={"error": why},
-                    )
-                labels = ", ".join(t.label for t in chosen)
-                if answers and all(a is True for a in answers):
-                    self.service.probe_resolved(run_id, step_id, key, evidence=f"{sv.step.action} checked on {labels}")
-                    messages.append(f"{run_id} {step_id}{' ' + key if key else ''}: effect in place; marked done")
-                else:
-                    why = why or (
-                        f"its read-only check found the effect not in place on {labels}"
-                        if any(a is False for a in answers)
-                        else "no read-only check can tell whether it happened"
-                    )
-                    self.service.needs_people(run_id, step_id, key, why)
-                    messages.append(
-                        f"{run_id} {step_id}{' ' + key if key else ''}: outcome unknown ({why}); people decide"
-                    )
-            if sv.targets:
-                fresh = self.service.view(run_id).step(step_id)
-                if all(r.state in FINISHED_STEP_STATES for r in fresh.targets.values()):
-                    self.service.probe_resolved(run_id, step_id, WHOLE)
-            self.notify(run_id, f"step {step_id} recovered after a restart")
-        return messages
-
-
-def _finished(ok: bool, output: Any, noted: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
-    """The ``execution.finished`` audit detail: status, error, digest of the output and the remote operations."""
-    detail: dict[str, Any] = {
-        "ok": ok,
-        "exit_status": 0 if ok else 1,  # of the step: 0 done, 1 failed (each operation has its own below)
-        "output_sha256": output_digest(output if ok else str(output)),
-        "duration_s": round(duration_s, 3),
-        "operations": list(noted),
-    }
-    if not ok:
-        detail["error"] = str(output)
-        detail["error_kind"] = type(output).__name__
-    return detail

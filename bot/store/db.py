@@ -17,10 +17,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.store import locks
 from bot.store.keys import AuditKeys
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-_MIGRATION_LOCK = 7_411_002  # PostgreSQL advisory lock id serialising concurrent upgrades
 
 
 def utcnow() -> datetime:
@@ -157,8 +157,7 @@ class Store:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            locks.migration_lock(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Protocol
 
-import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from bot.blocks.cards import duration, waiting_on
 from bot.errors import UsageError
@@ -30,32 +22,12 @@ from bot.runs.machine import RunState, StepState
 from bot.runs.rules import mentions, waits_on_people
 from bot.runs.service import RunService
 from bot.runs.snapshot import RunView, StepView
-from bot.store import audit
-from bot.store.db import Store, as_utc, changed_rows, utcnow
-from bot.store.models import AuditEvent, ProcessedDelivery
+from bot.scheduling.jobs import JOBS, Nag, _bind, _bound, _registry, _registry_lock, job_id, run_of
+from bot.store import deliveries
+from bot.store.db import as_utc, utcnow
+from bot.store.locks import lease_for
 
 log = logging.getLogger(__name__)
-
-# PostgreSQL advisory lock keys: (namespace, hash of the schema holding the job store). One leader per job store.
-LEASE_NAMESPACE = 7_411_003
-DELIVERY_RETENTION = timedelta(days=1)  # how long a handled Slack delivery is remembered (retries come in minutes)
-
-
-class Nag(StrEnum):
-    """What a scheduled job sends; also the audit event it records and the first part of the job id."""
-
-    REMINDER = "reminder"
-    ESCALATION = "escalation"
-    NUDGE = "nudge"
-
-
-def job_id(kind: str, run_id: str, step_id: str, attempt: int) -> str:
-    """Deterministic job ids, e.g. ``remind:FO-1:F2:0``; a re-schedule replaces, never duplicates."""
-    return f"{kind}:{run_id}:{step_id}:{attempt}"
-
-
-def run_of(job: Job) -> str:
-    return str(job.id).split(":")[1]
 
 
 # ---------------------------------------------------------------------------- what a step waits on
@@ -98,164 +70,6 @@ def nudge_text(sv: StepView, waited: timedelta) -> str:
         f"⏳ Step *{sv.step.id}*: still waiting for {waited_for(sv.step.title)}? Press *Done* on the step when it "
         f"has. Waiting {duration(waited.total_seconds())} so far."
     )
-
-
-# ---------------------------------------------------------------------------- the jobs (module level, ids only)
-
-_registry: dict[str, Reminders] = {}  # database -> the Reminders of this process that leads its jobs
-_registry_lock = threading.Lock()
-_bound = threading.local()  # the scheduler's pool threads (and tick) know their own Reminders
-
-
-def _bind(reminders: Reminders | None) -> None:
-    _bound.reminders = reminders
-
-
-def live_reminders() -> Reminders | None:
-    """The Reminders whose scheduler runs this job: the thread's own, else this process's only leader."""
-    own: Reminders | None = getattr(_bound, "reminders", None)
-    if own is not None:
-        return own
-    with _registry_lock:
-        leaders = list(_registry.values())
-    return leaders[0] if len(leaders) == 1 else None
-
-
-def remind_approvers(run_id: str, step_id: str, attempt: int) -> str | None:
-    """Scheduled job: remind the approvers of a step still waiting; escalate to the channel once after enough."""
-    return _fire("remind", run_id, step_id, attempt)
-
-
-def nudge_wait_step(run_id: str, step_id: str, attempt: int) -> str | None:
-    """Scheduled job: ask whether what a wait step waits for has happened yet."""
-    return _fire("nudge", run_id, step_id, attempt)
-
-
-def _fire(kind: str, run_id: str, step_id: str, attempt: int) -> str | None:
-    reminders = live_reminders()
-    if reminders is None:
-        log.warning("no reminders scheduler is live here; skipped %s", job_id(kind, run_id, step_id, attempt))
-        return None
-    return reminders.fire(kind, run_id, step_id, attempt)
-
-
-JOBS: dict[str, Callable[[str, str, int], str | None]] = {"remind": remind_approvers, "nudge": nudge_wait_step}
-
-
-# ---------------------------------------------------------------------------- leader election
-
-
-class Lease(Protocol):
-    """The right to run the scheduler: at most one holder per job store."""
-
-    def acquire(self) -> bool: ...
-
-    def held(self) -> bool: ...
-
-    def release(self) -> None: ...
-
-
-class PostgresLease:
-    """A session-level advisory lock on a dedicated connection: held while that connection lives.
-
-    When the holder dies, PostgreSQL ends its session and the lock is free for another replica.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._engine = sa.create_engine(store.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        self._conn: sa.Connection | None = None
-        self._holding = False
-        self._pid: int | None = None
-        self._guard = threading.RLock()  # the lease thread and job threads share one connection
-
-    def acquire(self) -> bool:
-        with self._guard:
-            if self._holding and self.held():
-                return True  # session-level locks stack; never take it twice
-            try:
-                if self._conn is None:
-                    self._conn = self._engine.connect()
-                    self._pid = int(self._conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-                got = self._conn.execute(
-                    sa.text("SELECT pg_try_advisory_lock(:ns, hashtext(current_schema()))"), {"ns": LEASE_NAMESPACE}
-                ).scalar()
-            except SQLAlchemyError as exc:
-                log.warning("cannot try the scheduler lock: %s", exc)
-                self._drop()
-                return False
-            self._holding = bool(got)
-            return self._holding
-
-    def held(self) -> bool:
-        with self._guard:
-            if self._conn is None or not self._holding:
-                return False
-            try:
-                self._conn.execute(sa.text("SELECT 1"))
-            except SQLAlchemyError:
-                self._drop()  # the session, and with it the lock, is gone
-                return False
-            return True
-
-    def release(self) -> None:
-        with self._guard:
-            self._drop()
-        self._engine.dispose()
-
-    @property
-    def backend_pid(self) -> int | None:
-        """The PostgreSQL backend holding (or trying for) the lock; tests end it to play a dying leader."""
-        with self._guard:
-            return self._pid if self._conn is not None else None
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        self._holding = False
-        if conn is not None:
-            try:
-                conn.close()
-            except SQLAlchemyError:
-                log.debug("closing the scheduler lock connection failed", exc_info=True)
-
-
-class FileLease:
-    """An exclusive flock on a file beside the SQLite database; the kernel releases it when the process dies."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        if self.path is None:
-            return True  # an in-memory database: nobody else can share it
-        if self._fd is not None:
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def held(self) -> bool:
-        return self.path is None or self._fd is not None
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-
-def lease_for(store: Store) -> Lease:
-    if store.dialect == "postgresql":
-        return PostgresLease(store)
-    database = store.engine.url.database if store.dialect == "sqlite" else None
-    if not database or database == ":memory:":
-        return FileLease(None)
-    return FileLease(f"{database}.scheduler-lock")
 
 
 # ---------------------------------------------------------------------------- the scheduler
@@ -419,19 +233,8 @@ class Reminders:
         The audit log says how long the step had waited when each was sent, so a new leader (or a
         restarted bot) neither repeats one nor skips one.
         """
-        with self.store.read_session() as s:
-            details = s.scalars(
-                sa.select(AuditEvent.detail).where(
-                    AuditEvent.run_id == run_id,
-                    AuditEvent.step_id == sv.step.id,
-                    AuditEvent.event.in_([str(n) for n in Nag]),
-                )
-            ).all()
-        waited = [
-            float(d.get("waited_s", 0))
-            for d in (json.loads(raw or "{}") for raw in details)
-            if d.get("attempt") == sv.row.attempt
-        ]
+        sent = self.service.notices_sent(run_id, sv.step.id, [str(n) for n in Nag])
+        waited = [float(d.get("waited_s", 0)) for d in sent if d.get("attempt") == sv.row.attempt]
         first = waiting_since(sv) + every
         if not waited:
             return first
@@ -454,10 +257,8 @@ class Reminders:
             self.refresh(run_id)
 
     def forget_old_deliveries(self, now: datetime | None = None) -> int:
-        """Retention of ``processed_deliveries``: Slack retries within minutes, so a day of keys is ample."""
-        before = (now or utcnow()) - DELIVERY_RETENTION
-        with self.store.session() as s:
-            return changed_rows(s, sa.delete(ProcessedDelivery).where(ProcessedDelivery.created_at < before))
+        """Retention of ``processed_deliveries`` (bot/store/deliveries.py)."""
+        return deliveries.forget_old(self.store, now)
 
     def tick(self, now: datetime | None = None) -> list[str]:
         """Run every job due at ``now`` (default: the clock) once, as the scheduler would; what was sent."""
@@ -545,13 +346,11 @@ class Reminders:
         except SlackApiError as exc:
             log.warning("Slack refused the %s for %s %s: %s", what, view.run.id, sv.step.id, exc.response.get("error"))
             return None
-        audit.record(
-            self.store,
+        self.service.record_notice(
             view.run.id,
-            "bot",
+            sv.step.id,
             str(what),
-            step_id=sv.step.id,
-            detail={
+            {
                 "attempt": sv.row.attempt,
                 "number": number,
                 "waited_s": round(waited.total_seconds()),
@@ -563,10 +362,4 @@ class Reminders:
 
     def sent(self, run_id: str, step_id: str, attempt: int, what: Nag) -> int:
         """How many of ``what`` were sent for this attempt of the step, from the audit log (survives restarts)."""
-        with self.store.read_session() as s:
-            details = s.scalars(
-                sa.select(AuditEvent.detail).where(
-                    AuditEvent.run_id == run_id, AuditEvent.step_id == step_id, AuditEvent.event == str(what)
-                )
-            ).all()
-        return sum(1 for d in details if json.loads(d or "{}").get("attempt") == attempt)
+        return sum(1 for d in self.service.notices_sent(run_id, step_id, [str(what)]) if d.get("attempt") == attempt)
