@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from bot.errors import StateConflict
 from bot.runs.reads import RunReads
@@ -27,7 +26,7 @@ class Bookkeeping(RunReads):
     """The run's thread, step message claims (leases) and facts, each by compare-and-set."""
 
     def set_thread(self, run_id: str, channel: str, thread_ts: str) -> None:
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             s.execute(
                 sa.update(Run)
                 .where(Run.id == run_id, Run.thread_ts.is_(None))
@@ -40,7 +39,7 @@ class Bookkeeping(RunReads):
         The time makes the claim a lease: a process that died between claiming and storing the
         message's ts leaves a claim that ``release_stale_message_claims`` hands back later.
         """
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             return (
                 changed_rows(
                     s,
@@ -62,7 +61,7 @@ class Bookkeeping(RunReads):
         Returns how many seconds until the youngest remaining claim goes stale, or None when none remain.
         """
         now = time.time()
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             rows = list(
                 s.scalars(
                     sa.select(StepRun).where(
@@ -76,7 +75,7 @@ class Bookkeeping(RunReads):
             if now - claimed < lease_s:
                 remaining.append(claimed + lease_s - now)
                 continue
-            with self.store.session() as s:
+            with self._run_session(run_id) as s:
                 released = changed_rows(
                     s,
                     sa.update(StepRun)
@@ -96,7 +95,7 @@ class Bookkeeping(RunReads):
 
     def release_message_claim(self, run_id: str, step_id: str) -> None:
         """Slack refused the step's message: hand the claim back so that a later pass may post it again."""
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             s.execute(
                 sa.update(StepRun)
                 .where(
@@ -109,7 +108,7 @@ class Bookkeeping(RunReads):
             )
 
     def set_message_ts(self, run_id: str, step_id: str, ts: str) -> None:
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             s.execute(
                 sa.update(StepRun)
                 .where(StepRun.run_id == run_id, StepRun.step_id == step_id, StepRun.target == WHOLE)
@@ -118,7 +117,7 @@ class Bookkeeping(RunReads):
 
     def record_fact(self, run_id: str, key: str, value: Any) -> None:
         for _ in range(20):
-            with self.store.session() as s:
+            with self._run_session(run_id) as s:
                 run = s.get(Run, run_id)
                 if run is None:
                     return
@@ -134,20 +133,6 @@ class Bookkeeping(RunReads):
             if moved == 1:
                 return
         raise StateConflict("could not record a fact of the run (too many concurrent writers)")
-
-    def _set_fact(self, s: Session, run_id: str, key: str, value: Any) -> None:
-        """Record a fact of the run inside the caller's transaction (compare-and-set on the facts)."""
-        run = s.get(Run, run_id)
-        if run is None:
-            raise StateConflict(f"There is no run {run_id}.")
-        old = run.facts
-        facts = json.loads(old or "{}")
-        facts[key] = value
-        moved = changed_rows(
-            s, sa.update(Run).where(Run.id == run_id, Run.facts == old).values(facts=json.dumps(facts, sort_keys=True))
-        )
-        if moved != 1:
-            raise StateConflict("The run changed meanwhile; nothing was counted. Try again.")
 
 
 def _claim_time(message_ts: str) -> float:

@@ -32,7 +32,8 @@ class FanOut:
 
         def _intent(self, sv: StepView, target: Target | None) -> dict[str, Any]: ...
 
-        def _record(self, run_id: str, outcome: Outcome) -> None: ...
+        @staticmethod
+        def _facts_at_rest(outcome: Outcome) -> dict[str, Any]: ...
 
         def _settle_unexpected(
             self, run_id: str, step: ResolvedStep, target: str, exc: Exception, started: float, *, on: str | None = None
@@ -110,7 +111,6 @@ class FanOut:
                     execution=finished_detail(False, exc, noted, duration),
                 )
                 return f"{target.key}: {exc}"
-        self._record(run_id, outcome)
         result = {"summary": outcome.summary, **outcome.result}
         duration = time.monotonic() - started
         self.service.finish(
@@ -121,5 +121,6 @@ class FanOut:
             duration_s=duration,
             result=result,
             execution=finished_detail(True, result, noted, duration),
+            facts=self._facts_at_rest(outcome),
         )
         return None  # progress is shown by _await_targets

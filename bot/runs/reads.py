@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from bot.config import Config
 from bot.errors import StateConflict, UsageError
@@ -44,6 +47,9 @@ class RunReads:
         self.group_members = group_members
         self.clock = clock
         self._plans: dict[str, Plan] = {}
+        self._views: dict[str, tuple[int, RunView]] = {}  # run -> (its version, its snapshot at that version)
+        self._views_lock = threading.Lock()
+        self.view_builds = 0  # snapshots built from the rows (the rest came from the cache): for benches
 
     def plan_of(self, run: Run) -> Plan:
         plan = self._plans.get(run.id)
@@ -70,13 +76,44 @@ class RunReads:
                 sa.select(Run).where(Run.platform == self.config.platform).order_by(Run.created_at.desc()).limit(1)
             ).first()
 
+    @contextmanager
+    def _run_session(self, run_id: str) -> Iterator[Session]:
+        """A write transaction on one run that bumps the run's version first.
+
+        The database bumps it too on every change (triggers, migration 0006); bumping it first here means
+        every writer of a run takes the run's row lock before any other (PostgreSQL), always in one order.
+        """
+        with self.store.session() as s:
+            s.execute(sa.update(Run).where(Run.id == run_id).values(version=Run.version + 1))
+            yield s
+
     def view(self, run_id: str) -> RunView:
+        """The run as of now, built once per version: while the run's version is unchanged the same snapshot
+        is handed out again (the version lives in the database, so a change by any process or replica shows).
+        """
         with self.store.read_session() as s:
+            version = s.scalar(sa.select(Run.version).where(Run.id == run_id))
+            if version is None:
+                raise UsageError(f"no run {run_id!r}")
+            cached = self._views.get(run_id)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            # Read after the version: the rows are at least as new as it, so a snapshot never carries an
+            # older version's rows under a newer number (at worst newer rows under an older one, never served).
             run = s.get(Run, run_id)
             if run is None:
                 raise UsageError(f"no run {run_id!r}")
             rows = list(s.scalars(sa.select(StepRun).where(StepRun.run_id == run_id)))
             approvals = list(s.scalars(sa.select(Approval).where(Approval.run_id == run_id)))
+        built = self._build_view(run, rows, approvals)
+        with self._views_lock:
+            self.view_builds += 1
+            held = self._views.get(run_id)
+            if held is None or held[0] < version:
+                self._views[run_id] = (version, built)
+        return built
+
+    def _build_view(self, run: Run, rows: list[StepRun], approvals: list[Approval]) -> RunView:
         plan = self.plan_of(run)
         by_step: dict[str, dict[str, StepRun]] = {}
         for r in rows:

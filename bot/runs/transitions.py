@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.errors import StateConflict
@@ -59,7 +60,7 @@ class Transitions(RunReads):
     ) -> StepState:
         """Apply ``event`` by compare-and-set; StateConflict when the step is not in a state that allows it."""
         if session is None:
-            with self.store.session() as s:
+            with self._run_session(run_id) as s:
                 return self.transition(
                     run_id, step_id, event, actor, target=target, detail=detail, values=values, session=s
                 )
@@ -120,7 +121,7 @@ class Transitions(RunReads):
         policy.check_approver(self.config.slack, user, self.group_members)
         if sv.step.risk == "destructive" and sv.state == StepState.UNKNOWN:
             raise StateConflict("A destructive step in doubt needs two people: use Mark done, or Abort.")
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             self._check_run_active(s, run_id)
             self._check_seen(self._step_row(s, run_id, step_id, for_update=True), round, fingerprint)
             for key, trow in sv.targets.items():
@@ -139,7 +140,7 @@ class Transitions(RunReads):
     def abort(self, run_id: str, user: str, reason: str) -> Run:
         """Abort the run: for operators only, by button, modal or command alike."""
         policy.check_operator(self.config.slack, user)
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             run = self._check_run_active(s, run_id)
             self._move_run(s, run, RunEvent.ABORT, user, values={"abort_reason": reason}, detail={"reason": reason})
         return self.get_run(run_id)
@@ -149,7 +150,7 @@ class Transitions(RunReads):
         view = self.view(run_id)
         if view.run.state != RunState.ACTIVE or view.current is not None:
             return False
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             run = s.get(Run, run_id)
             if run is None:
                 return False
@@ -195,7 +196,7 @@ class Transitions(RunReads):
         crash never leaves a step posted with targets that were not.
         """
         step = self.plan_of(self.get_run(run_id)).step(step_id)
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             self._check_run_active(s, run_id)
             new = self.transition(
                 run_id,
@@ -219,7 +220,7 @@ class Transitions(RunReads):
 
     def void(self, run_id: str, step_id: str, *, fingerprint: str, preview: str, why: str) -> None:
         """What was approved changed: approvals are void, the step asks again."""
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             row = self._step_row(s, run_id, step_id)
             self.transition(
                 run_id,
@@ -246,7 +247,7 @@ class Transitions(RunReads):
         written in the same transaction as the claim: a crash leaves both or neither.
         """
         try:
-            with self.store.session() as s:
+            with self._run_session(run_id) as s:
                 self._check_run_active(s, run_id)
                 self.transition(
                     run_id,
@@ -277,7 +278,7 @@ class Transitions(RunReads):
         e.g. a retried target) in the same transaction: a claim that loses rolls its approval back.
         """
         try:
-            with self.store.session() as s:
+            with self._run_session(run_id) as s:
                 if approve:
                     try:
                         self.transition(run_id, step_id, StepEvent.AUTO_APPROVE, "bot", target=target, session=s)
@@ -305,12 +306,43 @@ class Transitions(RunReads):
         execution: dict[str, Any] | None = None,
         on: str | None = None,
         in_doubt: bool = False,
+        facts: Mapping[str, Any] | None = None,
     ) -> None:
         """Record a step's (or target's) result; ``execution`` adds ``execution.finished`` in the same transaction.
 
         ``in_doubt``: it failed in a way that may have left a change behind; the step becomes unknown
-        (people check, then Retry or Mark done) rather than failed.
+        (people check, then Retry or Mark done) rather than failed. ``facts`` (what the step found, e.g.
+        a masked ServerGuid) are recorded in the same transaction; should that transaction fail, they are
+        still recorded on their own, so that people who then Mark the step done have them.
         """
+        try:
+            self._finish(run_id, step_id, ok, result, error, target, duration_s, execution, on, in_doubt, facts)
+        except Exception:
+            if facts:
+                self._keep_facts(run_id, facts)
+            raise
+
+    def _keep_facts(self, run_id: str, facts: Mapping[str, Any]) -> None:
+        try:
+            with self._run_session(run_id) as s:
+                self._set_facts(s, run_id, facts)
+        except (StateConflict, SQLAlchemyError):
+            log.exception("%s: could not record the facts %s either", run_id, sorted(facts))
+
+    def _finish(
+        self,
+        run_id: str,
+        step_id: str,
+        ok: bool,
+        result: dict[str, Any] | None,
+        error: str | None,
+        target: str,
+        duration_s: float | None,
+        execution: dict[str, Any] | None,
+        on: str | None,
+        in_doubt: bool,
+        facts: Mapping[str, Any] | None,
+    ) -> None:
         event = StepEvent.SUCCEED if ok else (StepEvent.CRASH if in_doubt else StepEvent.FAIL)
         detail: dict[str, Any] = {"ok": ok}
         if error:
@@ -319,7 +351,9 @@ class Transitions(RunReads):
             detail["result"] = result
         if duration_s is not None:
             detail["duration_s"] = round(duration_s, 3)
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
+            if facts:
+                self._set_facts(s, run_id, facts)
             if execution is not None:
                 audit.append(
                     s,
@@ -343,3 +377,21 @@ class Transitions(RunReads):
                     "error": audit.cap(audit.scrub(error)) if error else error,
                 },
             )
+
+    def _set_fact(self, s: Session, run_id: str, key: str, value: Any) -> None:
+        """Record a fact of the run inside the caller's transaction (compare-and-set on the facts)."""
+        self._set_facts(s, run_id, {key: value})
+
+    def _set_facts(self, s: Session, run_id: str, new: Mapping[str, Any]) -> None:
+        """Record facts of the run inside the caller's transaction (compare-and-set on the facts)."""
+        run = s.get(Run, run_id)
+        if run is None:
+            raise StateConflict(f"There is no run {run_id}.")
+        old = run.facts
+        facts = json.loads(old or "{}")
+        facts.update(new)
+        moved = changed_rows(
+            s, sa.update(Run).where(Run.id == run_id, Run.facts == old).values(facts=json.dumps(facts, sort_keys=True))
+        )
+        if moved != 1:
+            raise StateConflict("The run changed meanwhile; nothing was counted. Try again.")

@@ -115,7 +115,7 @@ class Votes(Transitions, Bookkeeping):
             raise StateConflict(f"Step {step_id} is {sv.state.replace('_', ' ')}; it does not need approval now.")
         needed = max(sv.needed, 1)
         approved = False
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             self._check_run_active(s, run_id)
             # The vote, its count and the step's approval are one transaction on the locked step row:
             # two approvers clicking at once cannot both count one, and a crash cannot keep a
@@ -157,7 +157,7 @@ class Votes(Transitions, Bookkeeping):
         choices = sv.step.spec.choices or ()
         if choices and choice not in choices:
             raise UsageError(f"Step {step_id} needs a choice: {', '.join(choices)}")
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             self._check_run_active(s, run_id)
             self._check_seen(self._step_row(s, run_id, step_id, for_update=True), round, fingerprint)
             new = self.transition(
@@ -261,7 +261,7 @@ class Votes(Transitions, Bookkeeping):
     def withdraw(self, run_id: str, step_id: str, user: str, *, round: int, fingerprint: str) -> int:
         """Take back one's approval of a step that does not have all of them yet; returns the approvals left."""
         self._check_current(run_id, step_id)
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             self._check_run_active(s, run_id)
             row = self._step_row(s, run_id, step_id, for_update=True)
             self._check_seen(row, round, fingerprint)
@@ -313,7 +313,7 @@ class Votes(Transitions, Bookkeeping):
         one records ``outcome:<step>`` in the same transaction as the step's finish."""
         done = False
         detail: dict[str, Any] = {"reason": reason, **({"choice": choice} if choice else {})}
-        with self.store.session() as s:
+        with self._run_session(run_id) as s:
             self._check_run_active(s, run_id)
             row = self._step_row(s, run_id, step_id, for_update=True)  # one vote at a time per step
             if row.state in FINISHED_STEP_STATES:

@@ -295,7 +295,6 @@ class Worker(FanOut, Restart):
             )
             return
         assert outcome is not None
-        self._record(run_id, outcome)
         result = {"summary": outcome.summary, **outcome.result}
         self.service.finish(
             run_id,
@@ -305,6 +304,7 @@ class Worker(FanOut, Restart):
             duration_s=duration,
             execution=finished_detail(True, result, noted, duration),
             on=whole.host,
+            facts=self._facts_at_rest(outcome),
         )
 
     def _settle_unexpected(
@@ -342,11 +342,13 @@ class Worker(FanOut, Restart):
             log.exception("%s %s: could not record the unexpected error %s", run_id, step.id, ref)
         return message
 
-    def _record(self, run_id: str, outcome: Outcome) -> None:
-        for key, value in outcome.facts.items():
-            if key.startswith(guid_fact("")):  # a ServerGuid is a one-time password: never kept whole
-                value = guid_at_rest(str(value))
-            self.service.record_fact(run_id, key, value)
+    @staticmethod
+    def _facts_at_rest(outcome: Outcome) -> dict[str, Any]:
+        """What a step found, as it is kept: a ServerGuid is a one-time password, never kept whole."""
+        return {
+            key: guid_at_rest(str(value)) if key.startswith(guid_fact("")) else value
+            for key, value in outcome.facts.items()
+        }
 
     def one_time_passwords(self, run_id: str, step_id: str) -> dict[str, str]:
         """Host name -> OTP (first eight characters of its ServerGuid) for a step that needs one."""

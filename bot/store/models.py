@@ -42,6 +42,8 @@ class Run(Base):
     abort_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Bumped by the database (triggers, migration 0006) on every change to the run, its steps or its votes.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (UniqueConstraint("direction", "number", name="uq_runs_direction_number"),)
 
