@@ -87,14 +87,14 @@ def test_every_lock_id_lives_in_the_store_locks_module() -> None:
 
 
 ENGINE = ["bot/runs", "bot/store", "bot/scheduling"]
-OWNED_ELSEWHERE = {"bot/runs/runbook.py"}  # the runbook is split by its own change
+OWNED_ELSEWHERE = ("bot/runs/runbook",)  # the runbook package is kept by its own change
 
 
 def test_engine_modules_are_readable_in_one_sitting() -> None:
     for base in ENGINE:
         for path in sorted((ROOT / base).rglob("*.py")):
             rel = str(path.relative_to(ROOT))
-            if rel in OWNED_ELSEWHERE or "/migrations/" in rel:
+            if rel.startswith(OWNED_ELSEWHERE) or "/migrations/" in rel:
                 continue
             lines = len(path.read_text(encoding="utf-8").splitlines())
             assert lines <= 400, f"{rel} has {lines} lines"

@@ -78,13 +78,16 @@ class RunReads:
 
     @contextmanager
     def _run_session(self, run_id: str) -> Iterator[Session]:
-        """A write transaction on one run that bumps the run's version first.
+        """A write transaction on one run; on PostgreSQL it bumps the run's version first.
 
-        The database bumps it too on every change (triggers, migration 0006); bumping it first here means
-        every writer of a run takes the run's row lock before any other (PostgreSQL), always in one order.
+        The database bumps the version on every change (triggers, migration 0006). On PostgreSQL bumping it
+        first here means every writer of a run takes the run's row lock before any other, always in one
+        order (no deadlock between, say, a target's claim and another target's result). SQLite serialises
+        writers anyway (BEGIN IMMEDIATE), so there the statement would only lengthen each write.
         """
         with self.store.session() as s:
-            s.execute(sa.update(Run).where(Run.id == run_id).values(version=Run.version + 1))
+            if self.store.dialect == "postgresql":
+                s.execute(sa.update(Run).where(Run.id == run_id).values(version=Run.version + 1))
             yield s
 
     def view(self, run_id: str) -> RunView:
