@@ -75,8 +75,8 @@ def test_the_runbooks_public_names_still_import_from_the_package() -> None:
     import bot.render.plan as plan_text
     import bot.runs.runbook as runbook
 
-    names = """RunbookError RunOptions StepSpec ConsoleObject Deletion deletion_line deletions_confirm_text
-        CONFIRM_TEXT_LIMIT Target ResolvedStep Plan load_runbook parse_runbook parse_options resolve completion_note
+    names = """RunbookError RunOptions StepSpec ConsoleObject Deletion deletion_line
+        Target ResolvedStep Plan load_runbook parse_runbook parse_options resolve completion_note
         kb_lines Direction Scope DIRECTIONS SCOPES KINDS RISKS TARGETS VARIANTS ORIGINS OTP_OWNERS TASK_FILE ACTIONS
         MASTER_RETURNS_AT""".split()
     assert [n for n in names if not hasattr(runbook, n)] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bot.blocks.limits import SECTION_LIMIT
 from bot.blocks.text import escape_mrkdwn as escape  # people's and hosts' text made inert for mrkdwn
 from bot.render.report import NameOf, duration_text
 
@@ -68,7 +69,7 @@ def summary_blocks(report: Report, name_of: NameOf) -> tuple[str, list[dict[str,
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
 
 
 def _list(label: str, items: list[str], empty: str, *, escaped: bool = False) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from bot.runs.runbook.loading import ACTIONS, load_runbook, parse_runbook
 from bot.runs.runbook.model import (
-    CONFIRM_TEXT_LIMIT,
     KINDS,
     MASTER_RETURNS_AT,
     ORIGINS,
@@ -26,7 +25,6 @@ from bot.runs.runbook.model import (
     StepSpec,
     Target,
     deletion_line,
-    deletions_confirm_text,
     kb_lines,
 )
 from bot.runs.runbook.options import (
@@ -52,7 +50,6 @@ from bot.runs.runbook.resolution import completion_note, plan_for_command, resol
 __all__ = [
     "ACTIONS",
     "COMMAND_WORDS",
-    "CONFIRM_TEXT_LIMIT",
     "DIRECTIONS",
     "KINDS",
     "MASTER_RETURNS_AT",
@@ -80,7 +77,6 @@ __all__ = [
     "command_word",
     "completion_note",
     "deletion_line",
-    "deletions_confirm_text",
     "direction_of",
     "explain_options",
     "kb_lines",

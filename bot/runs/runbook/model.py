@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -97,23 +97,6 @@ def deletion_line(d: Deletion) -> str:
     ``DELETE mirror registration ss-a1 at 127.0.10.21:443 · KEEP StorageServer entry ss-a1 at 127.0.20.21:443``.
     """
     return " · ".join([f"DELETE {d.delete.text()}", *(f"KEEP {k.text()}" for k in d.keep)])
-
-
-CONFIRM_TEXT_LIMIT = 300  # Slack: a confirm dialog's text
-
-
-def deletions_confirm_text(
-    deletions: Sequence[Deletion], lead: str, tail: str = "", *, line: Callable[[str], str] = str
-) -> str:
-    """A confirm dialog's text naming every deletion, or — when that would not fit Slack's 300 characters —
-    their number and where the full list is (never a silently clipped list). ``line`` renders each line
-    for its surface (e.g. mrkdwn escaping) before the length is measured."""
-    lines = [line(deletion_line(d)) for d in deletions]
-    full = f"{lead}\n" + "\n".join(lines) + (f"\n{tail}" if tail else "")
-    if len(full) <= CONFIRM_TEXT_LIMIT:
-        return full
-    short = f"{lead} {len(lines)} deletions — see the list on the card, each as DELETE … · KEEP …."
-    return short + (f" {tail}" if tail and len(short) + len(tail) + 1 <= CONFIRM_TEXT_LIMIT else "")
 
 
 @dataclass(frozen=True)
