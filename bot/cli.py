@@ -242,7 +242,7 @@ def cmd_readiness(args: argparse.Namespace) -> int:
     import json
 
     from bot.engine.offline import readiness
-    from bot.readiness.watch import results_text
+    from bot.readiness.messages import results_text
 
     config = _config(args)
     if args.now:

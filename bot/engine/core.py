@@ -275,7 +275,7 @@ class RunEngine(Votes):
 
     def readiness_text(self, args: list[str]) -> list[str]:
         """`/failover readiness [now]`: the latest results (or a round run now) as replies."""
-        from bot.readiness.watch import results_text
+        from bot.readiness.messages import results_text
 
         if self.readiness is None:
             raise UsageError("Readiness is not available in this bot.")

@@ -16,7 +16,8 @@ from bot.store.db import MissingDatabase, Store, shown_url
 
 if TYPE_CHECKING:
     from actions.preflight import CheckResult
-    from bot.readiness.watch import Poster, RoundReport
+    from bot.readiness.messages import RoundReport
+    from bot.readiness.watch import Poster
     from bot.report import Report
 
 log = logging.getLogger(__name__)
