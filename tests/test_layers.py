@@ -171,7 +171,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bot.report", "bot.render", "bot.blocks", "bot.hub"),
     ("bot.runs",),
     ("bot.store", "bot.config", "bot.slack_ids"),
-    ("bot.errors",),
+    ("bot.errors", "bot.times"),
     ("actions",),
 )
 # The one way up: `failover-bot simulate` and `failover-bot demo` start the sandbox, imported only when asked.

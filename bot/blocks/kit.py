@@ -15,8 +15,8 @@ from bot.blocks.limits import (
 )
 from bot.blocks.text import escape_mrkdwn as escape
 from bot.runs.machine import StepState
-from bot.runs.snapshot import as_utc
 from bot.slack_ids import ActionId, ButtonRef
+from bot.times import as_utc
 
 __all__ = ["escape"]  # re-exported: the cards' one mrkdwn escaper
 

@@ -13,8 +13,9 @@ from bot.blocks.who import direction_title, on_it, waiting_on, who_can_act
 from bot.config import SlackSettings
 from bot.runs.machine import StepState
 from bot.runs.rules import waits_on_people
-from bot.runs.snapshot import RunView, StepView, as_utc
+from bot.runs.snapshot import RunView, StepView
 from bot.slack_ids import BlockId
+from bot.times import as_utc
 
 
 def _next_step(view: RunView, cur: StepView) -> StepView | None:

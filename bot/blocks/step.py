@@ -13,8 +13,9 @@ from bot.blocks.who import on_it, run_facts, who_can_act
 from bot.config import SlackSettings
 from bot.runs.machine import StepState
 from bot.runs.rules import bot_executes, waits_on_people
-from bot.runs.snapshot import RunView, StepView, as_utc
+from bot.runs.snapshot import RunView, StepView
 from bot.slack_ids import ActionId, BlockId, ButtonRef
+from bot.times import as_utc
 
 
 def _result(sv: StepView) -> dict[str, Any]:

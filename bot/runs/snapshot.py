@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bot.errors import StateConflict
@@ -15,11 +14,6 @@ if TYPE_CHECKING:  # the rows' shapes only; nothing of the database is imported 
 
 
 WHOLE = ""  # target key of a step's own row (fan-out targets have their host name)
-
-
-def as_utc(value: datetime) -> datetime:
-    """A stored time as UTC (SQLite hands back naive datetimes; everything stored is UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass

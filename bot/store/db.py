@@ -9,7 +9,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,18 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.store import locks
 from bot.store.keys import AuditKeys
+from bot.times import as_utc as as_utc  # the store's readers take both from here too
+from bot.times import utcnow as utcnow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 10.0  # how long a SQLite writer waits for the write lock (in-process queue, then SQLite's own)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def normalise_url(url: str) -> str:
